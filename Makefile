@@ -1,0 +1,40 @@
+# Every target goes through one idempotent set-up path: scripts/install.sh (a no-op in seconds once done).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.bag-of-tricks-installed
+PRESET ?= quick
+
+.PHONY: install demo paper test test-fast lint format bench clean-results
+
+install: $(STAMP)
+
+$(STAMP): scripts/install.sh setup.cfg pyproject.toml
+	scripts/install.sh
+
+## the main job: the paper's tables reproduced small on built-in real data (results/quick/)
+demo: install
+	$(PY) -m plugins.reproduce --preset quick
+
+## the full study (3 seeds, longer schedules; about 3 hours on 2 cores)
+paper: install
+	$(PY) -m plugins.reproduce --preset full
+
+## the whole test suite (CI runs this with CI=true: missing frameworks or data fail instead of skipping)
+test: install
+	$(PY) -m pytest -q -rfEs
+
+test-fast: install
+	$(PY) -m pytest -q -x -m "not slow and not distributed"
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+format: install
+	$(VENV)/bin/ruff format .
+
+bench: install
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean-results:
+	rm -rf results/
