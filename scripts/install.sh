@@ -180,7 +180,7 @@ install_fashion_mnist() {
 }
 
 install_project() {
-  pip_ --no-build-isolation --no-deps -e "$ROOT"
+  pip_ --no-build-isolation -e "$ROOT[all,dev]"
 }
 
 check_stack() {
