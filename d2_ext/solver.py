@@ -1,0 +1,108 @@
+"""Optimizer and lr scheduler from ``cfg.TRICKS``; the formulas are ``plugins.schedules`` and
+``plugins.param_groups``, this module binds them to Detectron2's solver.
+
+- :func:`scaled_base_lr`: ``SOLVER.BASE_LR``, linearly scaled to the global ``SOLVER.IMS_PER_BATCH`` when
+  ``TRICKS.BASE_BATCH_SIZE > 0``.
+- :func:`build_tricks_optimizer`: SGD over ``no_bias_decay_param_groups`` when ``TRICKS.NO_BIAS_DECAY``, else
+  Detectron2's ``build_optimizer``; gradient clipping from ``SOLVER.CLIP_GRADIENTS`` either way.
+- :func:`build_tricks_lr_scheduler`: Detectron2's ``LRMultiplier`` over :class:`WarmupCosineParamScheduler`
+  when ``TRICKS.LR_SCHEDULE == "warmup_cosine"``, else Detectron2's ``build_lr_scheduler``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from detectron2.solver import build_lr_scheduler, build_optimizer
+from detectron2.solver import lr_scheduler as _d2_lr_scheduler
+from detectron2.solver.build import maybe_add_gradient_clipping
+
+from plugins.param_groups import no_bias_decay_param_groups
+from plugins.schedules import scale_lr, warmup_cosine_factor
+
+from .config import validate_tricks_config
+
+__all__ = ["WarmupCosineParamScheduler", "build_tricks_lr_scheduler", "build_tricks_optimizer", "scaled_base_lr"]
+
+logger = logging.getLogger(__name__)
+
+# LRMultiplier checks isinstance(multiplier, ParamScheduler) against the class its own module imported;
+# take it from there (fvcore's in v0.6 and main), falling back to fvcore directly.
+try:
+    ParamScheduler = _d2_lr_scheduler.ParamScheduler
+except AttributeError:  # a Detectron2 whose lr_scheduler no longer imports it
+    from fvcore.common.param_scheduler import ParamScheduler
+
+
+class WarmupCosineParamScheduler(ParamScheduler):
+    """``plugins.schedules.warmup_cosine_factor`` as a stateless fvcore ``ParamScheduler``.
+
+    Detectron2's ``LRMultiplier(optimizer, multiplier, max_iter)`` sets the lr of iteration ``k`` (counted from
+    0) to ``base_lr * multiplier(k / max_iter)``. With ``max_iter == total_steps`` this returns
+    ``warmup_cosine_factor(k + 1, ...)``: Detectron2's iteration ``k`` is the project's update ``k + 1``.
+    The extra call at ``k = max_iter`` (after the last iteration) keeps the last factor.
+
+    Args:
+        total_steps: ``SOLVER.MAX_ITER``.
+        warmup_steps: linear-warmup iterations, 0 <= warmup_steps <= total_steps.
+        min_lr_ratio: final lr as a fraction of the peak, in [0, 1] (default 0.0).
+    """
+
+    def __init__(self, total_steps: int, warmup_steps: int, min_lr_ratio: float = 0.0) -> None:
+        warmup_cosine_factor(1, total_steps, warmup_steps, min_lr_ratio)  # validates the arguments
+        self.total_steps = int(total_steps)
+        self.warmup_steps = int(warmup_steps)
+        self.min_lr_ratio = float(min_lr_ratio)
+
+    def __call__(self, where: float) -> float:
+        step = min(round(where * self.total_steps) + 1, self.total_steps)
+        return warmup_cosine_factor(step, self.total_steps, self.warmup_steps, self.min_lr_ratio)
+
+
+def scaled_base_lr(cfg) -> float:
+    """``SOLVER.BASE_LR``, or ``scale_lr(SOLVER.BASE_LR, SOLVER.IMS_PER_BATCH, TRICKS.BASE_BATCH_SIZE)`` when
+    ``TRICKS.BASE_BATCH_SIZE > 0`` (``IMS_PER_BATCH`` is already the global batch in Detectron2)."""
+    validate_tricks_config(cfg)
+    if cfg.TRICKS.BASE_BATCH_SIZE == 0:
+        return cfg.SOLVER.BASE_LR
+    lr = scale_lr(cfg.SOLVER.BASE_LR, cfg.SOLVER.IMS_PER_BATCH, cfg.TRICKS.BASE_BATCH_SIZE)
+    logger.info(
+        "linear scaling: lr %g = SOLVER.BASE_LR %g x SOLVER.IMS_PER_BATCH %d / TRICKS.BASE_BATCH_SIZE %d",
+        lr, cfg.SOLVER.BASE_LR, cfg.SOLVER.IMS_PER_BATCH, cfg.TRICKS.BASE_BATCH_SIZE,
+    )
+    return lr
+
+
+def build_tricks_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """SGD (``SOLVER.MOMENTUM``, ``NESTEROV``, ``WEIGHT_DECAY``) at :func:`scaled_base_lr`.
+
+    With ``TRICKS.NO_BIAS_DECAY`` its param groups are ``no_bias_decay_param_groups(model, WEIGHT_DECAY)``
+    (decay on conv/linear weights only); otherwise Detectron2's ``build_optimizer`` builds it (its groups,
+    ``WEIGHT_DECAY_NORM``, ``BIAS_LR_FACTOR``...). ``SOLVER.CLIP_GRADIENTS`` applies in both cases.
+    """
+    lr = scaled_base_lr(cfg)
+    if not cfg.TRICKS.NO_BIAS_DECAY:
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.SOLVER.BASE_LR = lr
+        return build_optimizer(cfg, model)
+    groups = no_bias_decay_param_groups(model, cfg.SOLVER.WEIGHT_DECAY)
+    return maybe_add_gradient_clipping(cfg, torch.optim.SGD)(
+        groups,
+        lr=lr,
+        momentum=cfg.SOLVER.MOMENTUM,
+        nesterov=cfg.SOLVER.NESTEROV,
+        weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+    )
+
+
+def build_tricks_lr_scheduler(cfg, optimizer: torch.optim.Optimizer):
+    """Per-iteration scheduler: the plugin's warmup + cosine (``TRICKS.WARMUP_ITERS``, ``MIN_LR_RATIO``, over
+    ``SOLVER.MAX_ITER``) when ``TRICKS.LR_SCHEDULE == "warmup_cosine"``, else Detectron2's own from
+    ``SOLVER.LR_SCHEDULER_NAME`` (then ``SOLVER.WARMUP_*`` apply; with the plugin schedule they are unused)."""
+    validate_tricks_config(cfg)
+    if cfg.TRICKS.LR_SCHEDULE == "":
+        return build_lr_scheduler(cfg, optimizer)
+    multiplier = WarmupCosineParamScheduler(cfg.SOLVER.MAX_ITER, cfg.TRICKS.WARMUP_ITERS, cfg.TRICKS.MIN_LR_RATIO)
+    return _d2_lr_scheduler.LRMultiplier(optimizer, multiplier=multiplier, max_iter=cfg.SOLVER.MAX_ITER)

@@ -1,0 +1,111 @@
+"""Train or evaluate a Detectron2 model with the tricks, like Detectron2's ``tools/train_net.py``.
+
+    python -m d2_ext.train_net --config-file d2_ext/configs/faster_rcnn_timm_R_26n_D_FPN_tricks_fashion_scenes.yaml \\
+        --scenes-root data/fashion_scenes [--num-gpus N] [--resume] [--eval-only] [KEY VALUE ...]
+
+``--scenes-root`` (default ``$FASHION_SCENES_ROOT``) registers the fashion scenes as ``fashion_scenes_train`` /
+``fashion_scenes_val`` (and ``*_sem_seg``), writing them first with ``plugins.data.scenes.generate_scenes``
+if the folder holds none. Without a GPU, ``MODEL.DEVICE`` falls back to ``cpu``. A bad config (unknown key,
+value out of range) exits with status 2 and a one-line message; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from .config import add_tricks_config, validate_tricks_config
+from .data import register_fashion_scenes
+from .trainer import Trainer
+
+__all__ = ["SCENES_ENV_VAR", "build_parser", "load_config", "main"]
+
+SCENES_ENV_VAR = "FASHION_SCENES_ROOT"
+logger = logging.getLogger("d2_ext")
+
+
+def build_parser():
+    """Detectron2's ``default_argument_parser`` plus the fashion-scenes and ``--debug`` flags."""
+    parser = default_argument_parser()
+    parser.prog = "python -m d2_ext.train_net"
+    scenes = parser.add_argument_group("fashion scenes")
+    scenes.add_argument("--scenes-root", default=os.environ.get(SCENES_ENV_VAR, ""), metavar="DIR",
+                        help=f"register the fashion scenes under DIR, generating them if absent "
+                             f"(default: ${SCENES_ENV_VAR}, else none)")
+    scenes.add_argument("--scenes-train", type=int, default=2000, help="train scenes to generate (default 2000)")
+    scenes.add_argument("--scenes-val", type=int, default=500, help="val scenes to generate (default 500)")
+    scenes.add_argument("--scenes-size", type=int, default=128, help="scene side in pixels (default 128)")
+    scenes.add_argument("--scenes-seed", type=int, default=0, help="seed of the generated scenes (default 0)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of config errors")
+    return parser
+
+
+def load_config(args):
+    """Detectron2's defaults + ``cfg.TRICKS`` + ``--config-file`` + the ``KEY VALUE`` overrides, validated."""
+    cfg = get_cfg()
+    add_tricks_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts or [])
+    validate_tricks_config(cfg)
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logger.warning("no CUDA device: MODEL.DEVICE %s -> cpu", cfg.MODEL.DEVICE)
+        cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    return cfg
+
+
+def _ensure_scenes(args) -> None:
+    annotations = os.path.join(args.scenes_root, "annotations", "instances_train.json")
+    if os.path.isfile(annotations):
+        return
+    from plugins.data.scenes import generate_scenes  # deferred: only needed to write new scenes
+
+    generate_scenes(args.scenes_root, train=args.scenes_train, val=args.scenes_val,
+                    image_size=args.scenes_size, seed=args.scenes_seed)
+
+
+def main(args):
+    """Run in every worker: register the data, build the config, then train or evaluate."""
+    if args.scenes_root:
+        register_fashion_scenes(args.scenes_root)
+    cfg = load_config(args)
+    default_setup(cfg, args)
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="d2_ext")
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        return Trainer.test(cfg, model)
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def cli(argv=None) -> None:
+    """Command-line entry point: check the config, write the scenes if needed, then launch ``main``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.config_file:
+        parser.error("--config-file is required")
+    try:
+        load_config(args)
+    except (KeyError, ValueError, OSError, AssertionError) as error:  # yacs asserts on unknown KEY VALUE pairs
+        if args.debug:
+            raise
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        parser.exit(2, f"{parser.prog}: error: bad config {args.config_file}: {message}\n")
+    if args.scenes_root:
+        _ensure_scenes(args)
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))
+
+
+if __name__ == "__main__":
+    cli(sys.argv[1:])
