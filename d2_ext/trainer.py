@@ -17,6 +17,7 @@ from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator, Se
 from detectron2.utils.logger import setup_logger
 
 from .config import validate_tricks_config
+from .hooks import LrRecorder
 from .solver import build_tricks_lr_scheduler, build_tricks_optimizer
 
 __all__ = ["Trainer"]
@@ -37,6 +38,10 @@ class Trainer(DefaultTrainer):
         if not logging.getLogger("d2_ext").isEnabledFor(logging.INFO):  # as DefaultTrainer does for detectron2
             setup_logger(name="d2_ext")
         super().__init__(cfg)
+
+    def build_hooks(self):
+        """``DefaultTrainer``'s hooks plus ``LrRecorder`` (``OUTPUT_DIR/lr_per_step.csv``)."""
+        return [*super().build_hooks(), LrRecorder(self.cfg.OUTPUT_DIR)]
 
     @classmethod
     def build_optimizer(cls, cfg, model):

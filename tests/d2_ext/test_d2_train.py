@@ -76,6 +76,11 @@ def test_fashion_config_trains_and_evaluates(variant, scenes_root, exported_back
     else:  # Detectron2's WarmupMultiStepLR: warmup factor 0.001 at iteration 0, x0.1 from iteration 2
         expected = [0.02 * 0.001, 0.02, 0.002]
     torch.testing.assert_close(lrs, expected, rtol=1e-9, atol=0.0, msg=f"{variant} lr per iteration")
+    rows = (tmp_path / "lr_per_step.csv").read_text().split()
+    assert rows[0].startswith("step,lr_group0"), rows[0]
+    recorded = [float(r.split(",")[1]) for r in rows[1:]]
+    assert [int(r.split(",")[0]) for r in rows[1:]] == list(range(1, MAX_ITER + 1))
+    torch.testing.assert_close(recorded, expected, rtol=1e-12, atol=0.0, msg=f"{variant} lr_per_step.csv")
 
     evaluator = Trainer.build_evaluator(cfg, f"{PREFIX}_val")
     assert isinstance(evaluator, COCOEvaluator) and evaluator._use_fast_impl is False
