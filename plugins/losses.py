@@ -1,0 +1,322 @@
+"""Label smoothing (paper 5.2), soft-target cross entropy (for mixup, 5.4) and knowledge distillation (5.3).
+
+Both label-smoothing forms run on torch's native ``F.cross_entropy``, so they cost what it costs:
+
+- ``form="uniform"`` (timm, torchvision, MMPretrain): ``q = 1 - eps + eps / K`` on the true class and
+  ``eps / K`` on every other; it *is* ``F.cross_entropy(..., label_smoothing=eps)``.
+- ``form="paper"``: ``q = 1 - eps`` on the true class and ``eps / (K - 1)`` on every other. That is the
+  uniform form with ``eps' = eps * K / (K - 1)``: each other class gets ``eps' / K = eps / (K - 1)`` and the
+  true class ``1 - eps' + eps' / K = 1 - eps``.
+
+Per-class ``weight`` follows torch's semantics for both forms: the loss of one sample (or pixel) with
+target distribution ``q`` is ``sum_c weight[c] * q[c] * -log p[c]``, and ``reduction="mean"`` divides the sum
+over non-ignored samples by ``sum weight[target]`` over those samples (the plain mean without weight).
+Samples whose target is ``ignore_index`` contribute 0 and are not counted.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "SMOOTHING_FORMS",
+    "DistillationLoss",
+    "LabelSmoothingCrossEntropy",
+    "distillation_loss",
+    "label_smoothing_cross_entropy",
+    "soft_target_cross_entropy",
+]
+
+SMOOTHING_FORMS = ("paper", "uniform")
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check_epsilon(epsilon: float) -> float:
+    if isinstance(epsilon, bool) or not isinstance(epsilon, int | float) or not 0.0 <= epsilon < 1.0:
+        raise ValueError(f"epsilon must be a number in [0, 1), got {epsilon!r}")
+    return float(epsilon)
+
+
+def _check_choice(name: str, value: str, accepted: tuple[str, ...]) -> str:
+    if value not in accepted:
+        raise ValueError(f"{name} must be one of {accepted}, got {value!r}")
+    return value
+
+
+def _check_temperature(temperature: float) -> float:
+    ok = isinstance(temperature, int | float) and not isinstance(temperature, bool)
+    if not ok or not math.isfinite(temperature) or temperature <= 0:
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    return float(temperature)
+
+
+def _composite_smoothing(
+    logits: Tensor,
+    target: Tensor,
+    eps_uniform: float,
+    ignore_index: int,
+    reduction: str,
+    weight: Tensor | None,
+) -> Tensor:
+    # torch's label-smoothed cross entropy written out; only needed when eps_uniform > 1, which
+    # F.cross_entropy refuses (paper form with epsilon > (K - 1) / K).
+    logp = F.log_softmax(logits, dim=1)
+    nll = F.nll_loss(logp, target, weight=weight, ignore_index=ignore_index, reduction=reduction)
+    if weight is not None:
+        shape = [1] * logp.ndim
+        shape[1] = -1
+        smooth = -(logp * weight.view(shape)).sum(dim=1)
+    else:
+        smooth = -logp.sum(dim=1)
+    ignored = target == ignore_index
+    smooth = smooth.masked_fill(ignored, 0.0)
+    if reduction == "mean":
+        kept = target[~ignored]
+        denominator = weight[kept].sum() if weight is not None else kept.numel()
+        smooth = smooth.sum() / denominator
+    elif reduction == "sum":
+        smooth = smooth.sum()
+    num_classes = logits.shape[1]
+    return (1.0 - eps_uniform) * nll + (eps_uniform / num_classes) * smooth
+
+
+def label_smoothing_cross_entropy(
+    logits: Tensor,
+    target: Tensor,
+    epsilon: float = 0.1,
+    form: str = "paper",
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    weight: Tensor | None = None,
+) -> Tensor:
+    """Cross entropy against label-smoothed targets (see the module docstring for both forms and weights).
+
+    Args:
+        logits: ``(N, K)`` or ``(N, K, d1, ...)`` (e.g. segmentation ``(N, K, H, W)``), class dim 1.
+        target: integer class indices, ``(N,)`` or ``(N, d1, ...)``.
+        epsilon: smoothing in [0, 1) (default 0.1, the paper's value); 0 gives plain cross entropy.
+        form: ``"paper"`` (default, ``eps / (K - 1)`` per other class) or ``"uniform"`` (``eps / K``).
+        ignore_index: target value that contributes nothing (default -100; mmseg uses 255).
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+        weight: optional per-class weight of shape ``(K,)``.
+    """
+    epsilon = _check_epsilon(epsilon)
+    _check_choice("form", form, SMOOTHING_FORMS)
+    _check_choice("reduction", reduction, _REDUCTIONS)
+    if logits.ndim < 2:
+        raise ValueError(f"logits must have shape (N, K) or (N, K, d1, ...), got {tuple(logits.shape)}")
+    num_classes = logits.shape[1]
+    eps_uniform = epsilon
+    if form == "paper" and epsilon > 0:
+        if num_classes < 2:
+            raise ValueError(
+                f"form='paper' needs at least 2 classes, got logits of shape {tuple(logits.shape)}"
+            )
+        eps_uniform = epsilon * num_classes / (num_classes - 1)
+    if eps_uniform > 1.0:
+        return _composite_smoothing(logits, target, eps_uniform, ignore_index, reduction, weight)
+    return F.cross_entropy(
+        logits,
+        target,
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=eps_uniform,
+    )
+
+
+class LabelSmoothingCrossEntropy(nn.Module):
+    """Module form of :func:`label_smoothing_cross_entropy`; ``weight`` is kept as a non-persistent buffer.
+
+    Args:
+        epsilon: smoothing in [0, 1) (default 0.1).
+        form: ``"paper"`` (default) or ``"uniform"``.
+        ignore_index: target value to ignore (default -100).
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+        weight: optional per-class weight ``(K,)`` (default None).
+    """
+
+    def __init__(
+        self,
+        epsilon: float = 0.1,
+        form: str = "paper",
+        ignore_index: int = -100,
+        reduction: str = "mean",
+        weight: Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        self.epsilon = _check_epsilon(epsilon)
+        self.form = _check_choice("form", form, SMOOTHING_FORMS)
+        self.reduction = _check_choice("reduction", reduction, _REDUCTIONS)
+        self.ignore_index = int(ignore_index)
+        self.register_buffer("weight", None if weight is None else torch.as_tensor(weight), persistent=False)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return label_smoothing_cross_entropy(
+            logits, target, self.epsilon, self.form, self.ignore_index, self.reduction, self.weight
+        )
+
+    def extra_repr(self) -> str:
+        return f"epsilon={self.epsilon}, form={self.form!r}, ignore_index={self.ignore_index}, reduction={self.reduction!r}"
+
+
+def _softmax_and_logsumexp(logits: Tensor, top: Tensor) -> tuple[Tensor, Tensor]:
+    # One exp pass for both. With top = max over dim 1 (keepdim), the largest probability is
+    # 1 / sum(exp(x - top)) >= 1 / K, so logsumexp(x) = top - log(max p) loses no precision and never
+    # sees an underflowed probability.
+    probs = torch.softmax(logits, dim=1)
+    return probs, top - probs.amax(dim=1, keepdim=True).log()
+
+
+def _flat_dot(a: Tensor, b: Tensor) -> Tensor:
+    return torch.dot(a.reshape(-1), b.reshape(-1))
+
+
+def soft_target_cross_entropy(logits: Tensor, soft_targets: Tensor, reduction: str = "mean") -> Tensor:
+    """``-sum_c q[c] * log softmax(logits)[c]`` per sample, for mixup or distillation targets.
+
+    Args:
+        logits: ``(N, K)`` or ``(N, K, d1, ...)``.
+        soft_targets: target probabilities of the same shape (summing to 1 over dim 1).
+        reduction: ``"mean"`` over samples and positions (default), ``"sum"`` or ``"none"``.
+    """
+    _check_choice("reduction", reduction, _REDUCTIONS)
+    if logits.ndim < 2 or soft_targets.shape != logits.shape or not soft_targets.is_floating_point():
+        raise ValueError(
+            f"soft_targets must be a float tensor of the logits' shape (N, K, ...), got {soft_targets.dtype} "
+            f"{tuple(soft_targets.shape)} for logits {tuple(logits.shape)}"
+        )
+    return F.cross_entropy(logits, soft_targets, reduction=reduction)
+
+
+class _DistillationCrossEntropy(torch.autograd.Function):
+    """The paper's distillation loss (mean over the batch) with its gradient formed in the forward pass.
+
+    ``target`` is either class indices with the smoothed values ``on`` (true class) and ``off`` (others),
+    or a dense ``(N, K)`` distribution ``q``. The gradient is
+    ``(softmax(z) - q + T * (softmax(z / T) - softmax(r / T))) / N``; computing it next to the three
+    softmaxes the loss needs anyway costs no further exp pass, where autograd through two log-softmaxes
+    costs two (torch's composite form of this loss takes about 2.2x plain cross entropy plus a softmax).
+    """
+
+    @staticmethod
+    def forward(ctx, logits, teacher_logits, target, temperature, on, off):
+        x = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        batch = x.shape[0]
+        top = x.amax(dim=1, keepdim=True)
+        probs, lse = _softmax_and_logsumexp(x, top)
+        if target.is_floating_point():
+            q = target.to(x.dtype)
+            hard = lse.sum() - _flat_dot(q, x)
+            direction = probs.sub_(q)
+        else:
+            index = target.long().unsqueeze(1)
+            true_logits = x.gather(1, index)
+            hard = lse.sum() - (on - off) * true_logits.sum()
+            direction = probs
+            if off:
+                hard = hard - off * x.sum()
+                direction.sub_(off)
+            direction.scatter_add_(1, index, torch.full_like(true_logits, -(on - off)))
+        # Temporaries die at once (no names): on the CPU every extra live buffer means fresh pages to fault in.
+        teacher = torch.softmax(teacher_logits.to(x.dtype) * (1.0 / temperature), dim=1)
+        probs_t, lse_t = _softmax_and_logsumexp(x * (1.0 / temperature), top * (1.0 / temperature))
+        soft = lse_t.sum() - _flat_dot(teacher, x) / temperature
+        direction.add_(probs_t.sub_(teacher), alpha=temperature)
+        ctx.scale = 1.0 / batch
+        ctx.input_dtype = logits.dtype
+        ctx.save_for_backward(direction)
+        return ((hard + temperature * temperature * soft) / batch).to(logits.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output):
+        (direction,) = ctx.saved_tensors
+        return (direction * (grad_output * ctx.scale)).to(ctx.input_dtype), None, None, None, None, None
+
+
+def distillation_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    target: Tensor,
+    temperature: float = 20.0,
+    epsilon: float = 0.0,
+    form: str = "paper",
+) -> Tensor:
+    """Knowledge distillation (paper 5.3): ``CE(p, softmax(z)) + T^2 * CE(softmax(r / T), softmax(z / T))``.
+
+    ``z`` are the student logits, ``r`` the teacher logits (no gradient reaches them), ``p`` the true label
+    distribution; each term is averaged over the batch. ``T^2`` keeps the gradient of the second term on the
+    scale of the first. This is the paper's plain sum, not GluonCV's ``hard_weight`` mixture, and soft cross
+    entropy rather than timm's KL form (they differ by the teacher's entropy, a constant).
+
+    Args:
+        student_logits: ``(N, K)``.
+        teacher_logits: ``(N, K)``.
+        target: class indices ``(N,)`` (all valid, no ignore index), or soft targets ``(N, K)`` (e.g. from
+            :func:`plugins.mixup.mixup`).
+        temperature: ``T`` > 0 (default 20.0, the paper's value).
+        epsilon: label smoothing of class-index targets in [0, 1) (default 0.0); soft targets carry their own.
+        form: smoothing form for class-index targets, ``"paper"`` (default) or ``"uniform"``.
+    """
+    temperature = _check_temperature(temperature)
+    epsilon = _check_epsilon(epsilon)
+    _check_choice("form", form, SMOOTHING_FORMS)
+    if student_logits.ndim != 2 or teacher_logits.shape != student_logits.shape:
+        raise ValueError(
+            f"student_logits and teacher_logits must both be (N, K), got {tuple(student_logits.shape)} "
+            f"and {tuple(teacher_logits.shape)}"
+        )
+    batch, num_classes = student_logits.shape
+    if target.is_floating_point():
+        if target.shape != student_logits.shape:
+            raise ValueError(
+                f"soft target must be (N, K) = {(batch, num_classes)}, got {tuple(target.shape)}"
+            )
+        if epsilon > 0:
+            raise ValueError(
+                f"epsilon must be 0 with soft targets (smooth them when building them), got {epsilon}"
+            )
+        on, off = 1.0, 0.0
+    else:
+        if target.shape != (batch,):
+            raise ValueError(f"class-index target must be (N,) = ({batch},), got {tuple(target.shape)}")
+        if form == "paper" and epsilon > 0 and num_classes < 2:
+            raise ValueError(f"form='paper' needs at least 2 classes, got {num_classes}")
+        off = (
+            0.0
+            if epsilon == 0
+            else (epsilon / (num_classes - 1) if form == "paper" else epsilon / num_classes)
+        )
+        on = 1.0 - epsilon if form == "paper" else 1.0 - epsilon + off
+    return _DistillationCrossEntropy.apply(
+        student_logits, teacher_logits.detach(), target, temperature, on, off
+    )
+
+
+class DistillationLoss(nn.Module):
+    """Module form of :func:`distillation_loss`; ``forward(student_logits, teacher_logits, target)``.
+
+    Args:
+        temperature: ``T`` > 0 (default 20.0).
+        epsilon: label smoothing of hard targets (default 0.0).
+        form: ``"paper"`` (default) or ``"uniform"``.
+    """
+
+    def __init__(self, temperature: float = 20.0, epsilon: float = 0.0, form: str = "paper") -> None:
+        super().__init__()
+        self.temperature = _check_temperature(temperature)
+        self.epsilon = _check_epsilon(epsilon)
+        self.form = _check_choice("form", form, SMOOTHING_FORMS)
+
+    def forward(self, student_logits: Tensor, teacher_logits: Tensor, target: Tensor) -> Tensor:
+        return distillation_loss(
+            student_logits, teacher_logits, target, self.temperature, self.epsilon, self.form
+        )
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}, epsilon={self.epsilon}, form={self.form!r}"
