@@ -1,0 +1,114 @@
+"""``python -m plugins.reproduce --preset quick|full``: run the study and write ``results/<run>/``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from .pipeline import Pipeline, Stage
+from .presets import PRESETS, get_preset
+from .report import read_lr_csv, write_report
+from .study import build_stages
+
+TRACE_STEPS, TRACE_WARMUP, TRACE_LR = 60, 20, 0.02
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()} CPU cores ({cpu}), {gpu}, Python {platform.python_version()}, torch {torch.__version__}"
+
+
+def _trace_parser(framework: str):
+    def parse(out: Path) -> dict:
+        from plugins.schedules import warmup_cosine_factor
+
+        csv_path = next(out.rglob("lr_per_step.csv"), None)
+        if csv_path is None:
+            raise RuntimeError(f"{framework} wrote no lr_per_step.csv under {out}")
+        steps, lrs = read_lr_csv(csv_path)
+        expected = [TRACE_LR * warmup_cosine_factor(i, TRACE_STEPS, TRACE_WARMUP) for i in steps]
+        err = max(abs(a - b) for a, b in zip(lrs, expected, strict=True))
+        return {"framework": framework, "steps": steps, "lr": lrs, "expected": expected, "max_abs_error": err}
+
+    return parse
+
+
+def lr_trace_stages(scenes_stage: str, model: str) -> list[Stage]:
+    """The same warmup + cosine recipe (60 updates, 20 warmup, lr 0.02) applied by each adapter in a real run."""
+    data = "{dep:" + scenes_stage + "}"
+    common_mm = [f"train_cfg.max_iters={TRACE_STEPS}", f"optim_wrapper.optimizer.lr={TRACE_LR}",
+                 f"param_scheduler.0.warmup={TRACE_WARMUP}", f"param_scheduler.0.end={TRACE_STEPS}",
+                 f"data_root={data}/", "train_cfg.val_interval=1000000", "auto_scale_lr.enable=False"]
+    return [
+        Stage("lr-trace-timm_ext", ["-m", "timm_ext.train", "--model", model + "d", "--recipe", "paper", "--dataset",
+                                    "fashion_mnist", "--train-subset", str(TRACE_STEPS // 3 * 32), "--val-subset",
+                                    "64", "-b", "32", "--epochs", "3", "--warmup-epochs", "1", "--sched", "cosine",
+                                    "--lr", str(TRACE_LR), "--min-lr", "0", "--mixup", "0", "--no-progress",
+                                    "--output", "{out}"], cost=0.2, parse=_trace_parser("timm_ext")),
+        Stage("lr-trace-mm_ext", ["-m", "mm_ext.train", "mm_ext/configs/faster-rcnn_timm-r26nd_fpn_tricks_fashion-scenes.py",
+                                  "--work-dir", "{out}", "--cfg-options", f"model.backbone.model_name={model}d",
+                                  "model.backbone.checkpoint=None", *common_mm],
+              deps=[scenes_stage], cost=0.3, parse=_trace_parser("mm_ext")),
+        Stage("lr-trace-d2_ext", ["-m", "d2_ext.train_net", "--config-file",
+                                  "d2_ext/configs/faster_rcnn_timm_R_26n_D_FPN_tricks_fashion_scenes.yaml",
+                                  "--scenes-root", data, "OUTPUT_DIR", "{out}", "TRICKS.TIMM.MODEL_NAME", model + "d",
+                                  "TRICKS.TIMM.CHECKPOINT", "", "SOLVER.MAX_ITER", str(TRACE_STEPS),
+                                  "SOLVER.BASE_LR", str(TRACE_LR), "TRICKS.BASE_BATCH_SIZE", "0",
+                                  "TRICKS.WARMUP_ITERS", str(TRACE_WARMUP), "TRICKS.MIN_LR_RATIO", "0.0",
+                                  "TEST.EVAL_PERIOD", "0"],
+              deps=[scenes_stage], cost=0.3, parse=_trace_parser("d2_ext")),
+    ]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m plugins.reproduce", description=__doc__)
+    p.add_argument("--preset", default="quick", help=f"study size, one of {sorted(PRESETS)} (default: quick)")
+    p.add_argument("--out", default=None, help="run folder (default: results/<preset>)")
+    p.add_argument("--list", action="store_true", help="print the stages and exit")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        preset = get_preset(args.preset)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    run_dir = Path(args.out or Path("results") / preset.name).resolve()
+    stages = build_stages(preset, run_dir)
+    stages += lr_trace_stages("data-fashion-scenes", preset.model)
+    if args.list:
+        for i, s in enumerate(stages, 1):
+            print(f"{i:3d}. {s.name}: python {shlex.join(s.argv)}")
+        return 0
+    run_dir.mkdir(parents=True, exist_ok=True)
+    command = "python -m plugins.reproduce " + shlex.join(argv if argv is not None else sys.argv[1:])
+    print(f"bag-of-tricks study, preset {preset.name!r}: {len(stages)} stages -> {run_dir}")
+    t0 = time.time()
+    pipe = Pipeline(run_dir, stages)
+    try:
+        results = pipe.run()
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished stages are cached; rerun the same command to resume.", file=sys.stderr)
+        return 130
+    except RuntimeError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    wall = time.time() - t0
+    meta = {"command": command.strip(), "machine": machine(), "wall_time": f"{wall / 60:.1f} min"}
+    report = write_report(run_dir, preset, results, meta)
+    print(report.read_text())
+    print(f"report: {report}")
+    return 0

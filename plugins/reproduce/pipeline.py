@@ -1,0 +1,150 @@
+"""Stages cached by a hash of their inputs, run as subprocesses, with an overall progress display.
+
+A stage is one command (a training or an evaluation) with its own output folder
+``<run>/stages/<name>-<hash>/``. The hash covers the command line, the hashes of the stages it depends on and
+the project's source code, so a rerun with nothing changed skips every finished stage, and a change anywhere
+reruns what it affects. A stage is finished when its ``stage.json`` exists (written atomically, last); a folder
+without it is an interrupted stage, which is resumed when its command supports it or started over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]
+_SOURCE_PACKAGES = ("plugins", "timm_ext", "mm_ext", "d2_ext")
+
+
+def source_hash() -> str:
+    """Hash of the project's Python sources and shipped configs (what a stage's result depends on)."""
+    h = hashlib.sha256()
+    for pkg in _SOURCE_PACKAGES:
+        for path in sorted((_PROJECT_ROOT / pkg).rglob("*")):
+            if path.suffix in {".py", ".yaml"} and "__pycache__" not in path.parts and "reproduce" not in path.parts:
+                h.update(str(path.relative_to(_PROJECT_ROOT)).encode())
+                h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class Stage:
+    """One cached step of the study.
+
+    Args:
+        name: unique, file-system safe name (``cls-D-efficient-s0``).
+        argv: the command, with ``{out}`` standing for the stage's output folder and ``{dep:NAME}`` for the
+            output folder of the stage NAME it depends on.
+        cost: rough relative cost, used only for the remaining-time estimate.
+        resume_argv: extra arguments that resume an interrupted run (``{out}`` allowed), or None.
+        resume_marker: file in the output folder whose presence means the run can be resumed.
+        parse: function(out_dir) -> dict of metrics, stored in stage.json.
+    """
+
+    name: str
+    argv: list[str]
+    cost: float = 1.0
+    deps: list[str] = field(default_factory=list)
+    resume_argv: list[str] | None = None
+    resume_marker: str | None = None
+    parse: Callable[[Path], dict] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _atomic_write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _fmt(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class Pipeline:
+    """Runs stages in order, skipping cached ones, and prints ``stage i of n, elapsed, remaining``."""
+
+    def __init__(self, run_dir: Path, stages: list[Stage], python: str = sys.executable, echo=print):
+        names = [s.name for s in stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage names must be unique, got duplicates in {names}")
+        self.run_dir = Path(run_dir)
+        self.stages = stages
+        self.python = python
+        self.echo = echo
+        self._src = source_hash()
+        self._dirs: dict[str, Path] = {}
+        self.results: dict[str, dict] = {}
+
+    def stage_dir(self, name: str) -> Path:
+        return self._dirs[name]
+
+    def _key(self, stage: Stage) -> str:
+        payload = json.dumps({"argv": stage.argv, "deps": [self._dirs[d].name for d in stage.deps],
+                              "env": stage.env, "src": self._src}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+    def _expand(self, args: list[str], out: Path) -> list[str]:
+        res = []
+        for a in args:
+            a = a.replace("{out}", str(out))
+            for d, p in self._dirs.items():
+                a = a.replace("{dep:" + d + "}", str(p))
+            res.append(a)
+        return res
+
+    def run(self) -> dict[str, dict]:
+        total_cost = sum(s.cost for s in self.stages) or 1.0
+        done_cost, spent_running, t0 = 0.0, 0.0, time.time()
+        for i, stage in enumerate(self.stages, 1):
+            unknown = [d for d in stage.deps if d not in self._dirs]
+            if unknown:
+                raise ValueError(f"stage {stage.name!r} depends on {unknown}, which must come earlier")
+            out = self.run_dir / "stages" / f"{stage.name}-{self._key(stage)}"
+            self._dirs[stage.name] = out
+            marker = out / "stage.json"
+            elapsed = time.time() - t0
+            rate = spent_running / done_cost if done_cost and spent_running > 1 else None
+            remaining = "?" if rate is None else _fmt(rate * (total_cost - done_cost))
+            if marker.exists():
+                self.results[stage.name] = json.loads(marker.read_text())["metrics"]
+                self.echo(f"[stage {i}/{len(self.stages)}] {stage.name}: cached ({out.name})")
+                total_cost -= stage.cost
+                continue
+            self.echo(f"[stage {i}/{len(self.stages)}] {stage.name}: running | elapsed {_fmt(elapsed)} | "
+                      f"est. remaining {remaining}")
+            out.mkdir(parents=True, exist_ok=True)
+            argv = self._expand(stage.argv, out)
+            resumed = bool(stage.resume_argv and stage.resume_marker and (out / stage.resume_marker).exists())
+            if resumed:
+                argv += self._expand(stage.resume_argv, out)
+                self.echo(f"    resuming the interrupted run in {out}")
+            cmd = [self.python, *argv]
+            s0 = time.time()
+            env = {**os.environ, **stage.env}
+            with open(out / "stage.log", "a") as log:
+                log.write("$ " + " ".join(cmd) + "\n")
+                log.flush()
+                proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=_PROJECT_ROOT, env=env)
+            dt = time.time() - s0
+            if proc.returncode != 0:
+                tail = (out / "stage.log").read_text().splitlines()[-25:]
+                raise RuntimeError(f"stage {stage.name!r} failed (exit {proc.returncode}); log: {out / 'stage.log'}\n"
+                                   + "\n".join(tail))
+            metrics = stage.parse(out) if stage.parse else {}
+            _atomic_write_json(marker, {"name": stage.name, "argv": argv, "seconds": round(dt, 1),
+                                        "resumed": resumed, "metrics": metrics})
+            self.results[stage.name] = metrics
+            spent_running += dt
+            done_cost += stage.cost
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, int | float))
+            self.echo(f"    done in {_fmt(dt)}" + (f": {shown}" if shown else ""))
+        return self.results

@@ -1,0 +1,56 @@
+"""Sizes of the study: ``quick`` (every table, minutes) and ``full`` (3 seeds, longer schedules, hours)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Preset:
+    """How big each part of the study is.
+
+    Args:
+        seeds: classification and transfer runs are repeated once per seed.
+        epochs: classification epochs for every refinement (mixup included; the paper trains mixup longer).
+        teacher_epochs: epochs of the distillation teacher.
+        train_subset / val_subset: Fashion-MNIST images used (0 = all 60,000 / 10,000).
+        img_size: classification input size (Fashion-MNIST is 28 x 28; resized when larger).
+        batch_size: the efficient recipe's batch; the standard baseline uses half of it (paper: 256 vs 1024).
+        scenes_train / scenes_val / scene_size: fashion scenes generated for detection and segmentation.
+        det_iters / seg_iters: training iterations of Faster R-CNN and FCN per backbone.
+    """
+
+    name: str
+    seeds: tuple[int, ...]
+    epochs: int
+    teacher_epochs: int
+    train_subset: int
+    val_subset: int
+    img_size: int
+    batch_size: int
+    scenes_train: int
+    scenes_val: int
+    scene_size: int
+    det_iters: int
+    seg_iters: int
+    model: str = "tricks_resnet26n"
+    teacher_model: str = "tricks_resnet50n"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS = {
+    "quick": Preset(name="quick", seeds=(0,), epochs=3, teacher_epochs=3, train_subset=12000, val_subset=2000,
+                    img_size=28, batch_size=128, scenes_train=300, scenes_val=100, scene_size=128,
+                    det_iters=150, seg_iters=150),
+    "full": Preset(name="full", seeds=(0, 1, 2), epochs=12, teacher_epochs=15, train_subset=0, val_subset=0,
+                   img_size=28, batch_size=256, scenes_train=2000, scenes_val=500, scene_size=128,
+                   det_iters=1500, seg_iters=1500),
+}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ValueError(f"--preset: unknown preset {name!r}; accepted: {sorted(PRESETS)}")
+    return PRESETS[name]

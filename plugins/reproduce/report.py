@@ -1,0 +1,182 @@
+"""results.json, report.md and PNG figures from the stages' metrics."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import statistics
+from pathlib import Path
+
+from . import reference
+from .study import STACKED_ROWS, TRANSFER_ROWS, TWEAK_ROWS, cls_stage_name, slug
+
+
+def _stats(values: list[float]) -> tuple[float, float]:
+    mean = statistics.fmean(values)
+    return mean, (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _cell(values: list[float]) -> str:
+    mean, sd = _stats(values)
+    return f"{mean:.2f} ± {sd:.2f}" if len(values) > 1 else f"{mean:.2f}"
+
+
+def collect(results: dict[str, dict], seeds) -> dict:
+    """Per-table, per-row lists of the metric over seeds."""
+
+    def over_seeds(fmt, key):
+        vals = [results[fmt.format(s=s)][key] for s in seeds if fmt.format(s=s) in results]
+        return [v for v in vals if v is not None and not math.isnan(v)]
+
+    tables = {
+        "model_tweaks": {v: {"top1": over_seeds(f"cls-tweak-{v}-s{{s}}", "val_top1")} for v in TWEAK_ROWS},
+        "stacked": {r: {"top1": [results[cls_stage_name(r, s)]["val_top1"] for s in seeds
+                                 if cls_stage_name(r, s) in results]} for r in STACKED_ROWS},
+        "detection_mmdet": {r: {"mAP": over_seeds(f"det-mmdet-{slug(r)}-s{{s}}", "coco/bbox_mAP"),
+                                "mAP50": over_seeds(f"det-mmdet-{slug(r)}-s{{s}}", "coco/bbox_mAP_50")}
+                            for r in TRANSFER_ROWS},
+        "detection_d2": {r: {"mAP": over_seeds(f"det-d2-{slug(r)}-s{{s}}", "bbox/AP"),
+                             "mAP50": over_seeds(f"det-d2-{slug(r)}-s{{s}}", "bbox/AP50")} for r in TRANSFER_ROWS},
+        "segmentation_mmseg": {r: {"pixel_acc": over_seeds(f"seg-mmseg-{slug(r)}-s{{s}}", "aAcc"),
+                                   "mIoU": over_seeds(f"seg-mmseg-{slug(r)}-s{{s}}", "mIoU")}
+                               for r in TRANSFER_ROWS},
+    }
+    tables["teacher"] = {"teacher": {"top1": [results[f"cls-teacher-s{s}"]["val_top1"] for s in seeds
+                                              if f"cls-teacher-s{s}" in results]}}
+    return tables
+
+
+def _table(title, rows, metric_cols, ref=None, ref_fmt=None):
+    head = ["row", *[f"ours: {m}" for m, _ in metric_cols], "Δ vs previous row"]
+    if ref is not None:
+        head += ["paper", "paper Δ"]
+    lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    prev, prev_ref = None, None
+    for name, vals in rows.items():
+        first_key = metric_cols[0][0]
+        cells = [name] + [(_cell(vals[k]) if vals[k] else "n/a") for k, _ in metric_cols]
+        cur = _stats(vals[first_key])[0] if vals[first_key] else None
+        cells.append("" if prev is None or cur is None else f"{cur - prev:+.2f}")
+        if ref is not None:
+            r = ref.get(name)
+            rv = r[ref_fmt] if isinstance(r, tuple) else r
+            cells += ["" if r is None else (" / ".join(f"{x:.2f}" for x in r) if isinstance(r, tuple) else f"{r:.2f}"),
+                      "" if prev_ref is None or rv is None else f"{rv - prev_ref:+.2f}"]
+            prev_ref = rv
+        prev = cur
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(run_dir: Path, preset, results: dict[str, dict], meta: dict) -> Path:
+    seeds = list(preset.seeds)
+    tables = collect(results, seeds)
+    out = {"preset": preset.to_dict(), "meta": meta, "tables": tables, "stages": results}
+    tmp = run_dir / "results.json.tmp"
+    tmp.write_text(json.dumps(out, indent=2, sort_keys=True))
+    os.replace(tmp, run_dir / "results.json")
+    figures = _figures(run_dir, tables, results, seeds)
+    spread = "mean ± standard deviation over seeds " + str(seeds) if len(seeds) > 1 else f"one seed ({seeds[0]})"
+    md = [f"# Bag of tricks, reproduced small: preset `{preset.name}`", "",
+          f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}  ", f"Wall time: {meta['wall_time']}  ",
+          f"Figures are {spread}. Classification: Fashion-MNIST val top-1 (%) of `{preset.model}*` "
+          f"({preset.epochs} epochs, {preset.train_subset or 60000} train / {preset.val_subset or 10000} val images). "
+          f"Transfer: fashion scenes ({preset.scenes_train} train / {preset.scenes_val} val, {preset.scene_size} px), "
+          f"{preset.det_iters} detector and {preset.seg_iters} segmenter iterations per backbone. "
+          "The paper's figures are ImageNet / VOC / ADE20K with ResNet-50: compare directions, not levels.", "",
+          _table("Model tweaks (same efficient recipe)", tables["model_tweaks"], [("top1", "top-1")],
+                 reference.MODEL_TWEAKS_TOP1),
+          _table("Stacked refinements", tables["stacked"], [("top1", "top-1")], reference.STACKED_TOP1),
+          f"Distillation teacher `{preset.teacher_model}d` (cosine + label smoothing, {preset.teacher_epochs} "
+          f"epochs): top-1 {_cell(tables['teacher']['teacher']['top1']) if tables['teacher']['teacher']['top1'] else 'n/a'}.",
+          "",
+          _table("Transfer: Faster R-CNN, MMDetection (box mAP %, COCO-style 0.5:0.95)", tables["detection_mmdet"],
+                 [("mAP", "mAP"), ("mAP50", "mAP@0.5")], reference.DETECTION_MAP),
+          _table("Transfer: Faster R-CNN, Detectron2 (box AP %, COCO-style 0.5:0.95)", tables["detection_d2"],
+                 [("mAP", "AP"), ("mAP50", "AP50")], reference.DETECTION_MAP),
+          _table("Transfer: FCN, MMSegmentation (pixel accuracy %, mIoU %)", tables["segmentation_mmseg"],
+                 [("pixel_acc", "pixel acc"), ("mIoU", "mIoU")], reference.SEGMENTATION, 0),
+          "## Figures", ""]
+    md += [f"![{name}]({name})" for name in figures]
+    (run_dir / "report.md.tmp").write_text("\n".join(md) + "\n")
+    os.replace(run_dir / "report.md.tmp", run_dir / "report.md")
+    return run_dir / "report.md"
+
+
+def _figures(run_dir: Path, tables: dict, results: dict, seeds) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = []
+    for key, (title, metric) in {"model_tweaks": ("Model tweaks: top-1", "top1"),
+                                 "stacked": ("Stacked refinements: top-1", "top1"),
+                                 "detection_mmdet": ("Faster R-CNN (MMDetection): box mAP", "mAP"),
+                                 "detection_d2": ("Faster R-CNN (Detectron2): box AP", "mAP"),
+                                 "segmentation_mmseg": ("FCN (MMSegmentation): mIoU", "mIoU")}.items():
+        rows = {r: v[metric] for r, v in tables[key].items() if v[metric]}
+        if not rows:
+            continue
+        fig, ax = plt.subplots(figsize=(7, 3.2))
+        means = [_stats(v)[0] for v in rows.values()]
+        sds = [_stats(v)[1] for v in rows.values()]
+        ax.bar(range(len(rows)), means, yerr=sds if len(seeds) > 1 else None, color="#4c72b0", capsize=3)
+        ax.set_xticks(range(len(rows)), list(rows), rotation=20, ha="right", fontsize=8)
+        lo = min(means) - 2 * max(max(sds), 0.5)
+        ax.set_ylim(max(0.0, lo), max(means) + 2 * max(max(sds), 0.5))
+        for i, m in enumerate(means):
+            ax.text(i, m, f"{m:.2f}", ha="center", va="bottom", fontsize=7)
+        ax.set_title(title)
+        fig.tight_layout()
+        name = f"bars_{key}.png"
+        fig.savefig(run_dir / name, dpi=120)
+        plt.close(fig)
+        names.append(name)
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for row in STACKED_ROWS + ["teacher"]:
+        st = cls_stage_name(row, seeds[0]) if row != "teacher" else f"cls-teacher-s{seeds[0]}"
+        curve = results.get(st, {}).get("curve")
+        if curve:
+            ax.plot(range(1, len(curve) + 1), curve, marker="o", label=row)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("val top-1 (%)")
+    ax.set_title(f"Validation accuracy per epoch (seed {seeds[0]})")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(run_dir / "val_top1_per_epoch.png", dpi=120)
+    plt.close(fig)
+    names.append("val_top1_per_epoch.png")
+
+    traces = {k: v for k, v in results.items() if k.startswith("lr-trace-")}
+    if traces:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        styles = {"timm_ext": ("-", 4), "mm_ext": ("--", 2.5), "d2_ext": (":", 2)}
+        for _stage, m in sorted(traces.items()):
+            fw = m["framework"]
+            ls, lw = styles.get(fw, ("-", 1))
+            ax.plot(m["steps"], m["lr"], ls, lw=lw, label=f"{fw} (actually applied)")
+        ref = next(iter(traces.values()))
+        ax.plot(ref["steps"], ref["expected"], "k-", lw=0.8, label="plugins.schedules (closed form)")
+        ax.set_xlabel("update i")
+        ax.set_ylabel("learning rate")
+        ax.set_title("Warmup + cosine, one recipe, three ecosystems")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(run_dir / "lr_curves.png", dpi=120)
+        plt.close(fig)
+        names.append("lr_curves.png")
+    return names
+
+
+def read_lr_csv(path: Path) -> tuple[list[int], list[float]]:
+    """(steps, lr of the first param group) from an adapter's lr_per_step.csv."""
+    steps, lrs = [], []
+    with open(path) as f:
+        for row in csv.DictReader(f):
+            steps.append(int(row["step"]))
+            lrs.append(float(row.get("lr") or row.get("lr_group0") or next(v for k, v in row.items() if k != "step")))
+    return steps, lrs

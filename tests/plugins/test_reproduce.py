@@ -1,0 +1,113 @@
+"""The main job's machinery: stage caching, resume of an interrupted stage, and the report's tables."""
+
+import json
+import sys
+
+import pytest
+
+from plugins.reproduce.cli import lr_trace_stages
+from plugins.reproduce.pipeline import Pipeline, Stage
+from plugins.reproduce.presets import PRESETS, get_preset
+from plugins.reproduce.report import write_report
+from plugins.reproduce.study import (
+    STACKED_ROWS,
+    TRANSFER_ROWS,
+    TWEAK_ROWS,
+    build_stages,
+    cls_stage_name,
+    slug,
+)
+
+WRITE = "import pathlib,sys; p=pathlib.Path(sys.argv[1]); p.write_text(str(int(p.read_text())+1) if p.exists() else '1')"
+
+
+def _counter_stage(name, counter, value="a", deps=()):
+    return Stage(name=name, argv=["-c", WRITE, str(counter), value], deps=list(deps),
+                 parse=lambda out: {"count": int(counter.read_text())})
+
+
+def test_second_run_is_cached_and_a_changed_input_reruns(tmp_path):
+    counter = tmp_path / "count.txt"
+    run = tmp_path / "run"
+    Pipeline(run, [_counter_stage("s1", counter)], echo=lambda *_: None).run()
+    Pipeline(run, [_counter_stage("s1", counter)], echo=lambda *_: None).run()
+    assert counter.read_text() == "1", "an unchanged stage must not run again"
+    res = Pipeline(run, [_counter_stage("s1", counter, value="b")], echo=lambda *_: None).run()
+    assert counter.read_text() == "2" and res["s1"]["count"] == 2, "a changed command must rerun"
+
+
+def test_dependency_change_reruns_dependents(tmp_path):
+    c1, c2 = tmp_path / "c1", tmp_path / "c2"
+    run = tmp_path / "run"
+    Pipeline(run, [_counter_stage("a", c1), _counter_stage("b", c2, deps=["a"])], echo=lambda *_: None).run()
+    Pipeline(run, [_counter_stage("a", c1, "x"), _counter_stage("b", c2, deps=["a"])], echo=lambda *_: None).run()
+    assert c2.read_text() == "2", "a stage whose dependency changed must rerun"
+
+
+def test_failed_stage_leaves_no_marker_and_reports_its_log(tmp_path):
+    bad = Stage("bad", ["-c", "import sys; print('boom'); sys.exit(3)"])
+    with pytest.raises(RuntimeError, match=r"stage 'bad' failed \(exit 3\)[\s\S]*boom"):
+        Pipeline(tmp_path, [bad], echo=lambda *_: None).run()
+    assert not list(tmp_path.rglob("stage.json"))
+
+
+def test_interrupted_stage_resumes_with_its_resume_arguments(tmp_path):
+    script = ("import pathlib,sys; out=pathlib.Path(sys.argv[1]); "
+              "(out/'partial').write_text('x') if len(sys.argv) == 2 else None; "
+              "sys.exit(1 if len(sys.argv) == 2 else 0)")
+    stage = Stage("s", ["-c", script, "{out}"], resume_argv=["--resume"], resume_marker="partial",
+                  parse=lambda out: {"resumed_ok": 1})
+    with pytest.raises(RuntimeError):
+        Pipeline(tmp_path, [stage], echo=lambda *_: None).run()
+    res = Pipeline(tmp_path, [stage], echo=lambda *_: None).run()
+    marker = json.loads(next(tmp_path.rglob("stage.json")).read_text())
+    assert res["s"] == {"resumed_ok": 1} and marker["resumed"] is True and marker["argv"][-1] == "--resume"
+
+
+def test_unknown_preset_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"--preset: unknown preset 'huge'; accepted: \['full', 'quick'\]"):
+        get_preset("huge")
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_table_has_its_stages(preset, tmp_path):
+    p = get_preset(preset)
+    stages = build_stages(p, tmp_path) + lr_trace_stages("data-fashion-scenes", p.model)
+    names = {s.name for s in stages}
+    Pipeline(tmp_path, stages)  # unique names
+    for seed in p.seeds:
+        assert {cls_stage_name(r, seed) for r in STACKED_ROWS} <= names
+        assert {f"cls-tweak-{v}-s{seed}" for v in TWEAK_ROWS} <= names
+        for r in TRANSFER_ROWS:
+            assert {f"det-mmdet-{slug(r)}-s{seed}", f"det-d2-{slug(r)}-s{seed}", f"seg-mmseg-{slug(r)}-s{seed}"} <= names
+    assert {"lr-trace-timm_ext", "lr-trace-mm_ext", "lr-trace-d2_ext"} <= names
+
+
+def test_report_tables_show_deltas_and_seed_spread(tmp_path):
+    p = get_preset("full")
+    results = {}
+    for i, s in enumerate(p.seeds):
+        for v in TWEAK_ROWS:
+            results[f"cls-tweak-{v}-s{s}"] = {"val_top1": 85.0 + i}
+        for j, r in enumerate(STACKED_ROWS):  # D-efficient is the tweak table's D run
+            results[cls_stage_name(r, s)] = {"val_top1": 80.0 + j + i, "curve": [70.0, 80.0 + j]}
+        results[f"cls-teacher-s{s}"] = {"val_top1": 90.0}
+    write_report(tmp_path, p, results, {"command": "cmd", "machine": "m", "wall_time": "1 min"})
+    md = (tmp_path / "report.md").read_text()
+    # rows differ by 1.0 on every seed; seeds 0, 1, 2 give a standard deviation of 1.0
+    assert "| + cosine | 83.00 ± 1.00 | +1.00 | 77.91 | +0.75 |" in md
+    assert "| B-standard | 81.00 ± 1.00 |  | 75.30 |  |" in md
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["tables"]["stacked"]["D-efficient"]["top1"] == [81.0, 82.0, 83.0]
+    assert (tmp_path / "bars_stacked.png").stat().st_size > 1000
+    assert "n/a" in md, "missing transfer results are shown as n/a, not dropped"
+
+
+def test_cli_lists_stages(capsys, tmp_path):
+    from plugins.reproduce.cli import main
+
+    assert main(["--preset", "quick", "--out", str(tmp_path), "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "cls-teacher-s0" in out and "lr-trace-d2_ext" in out
+    assert main(["--preset", "nope", "--list"]) == 2
+    assert sys.executable
