@@ -1,0 +1,44 @@
+"""MMEngine adapter: the tricks in MMEngine's root registries, for MMDetection, MMSegmentation and MMPretrain.
+
+Switch it on from any OpenMMLab config with
+``custom_imports = dict(imports=['mm_ext'], allow_failed_imports=False)``. Importing this package registers,
+in MMEngine's root registries (which the downstream libraries look names up through), never overwriting a name:
+
+- PARAM_SCHEDULERS ``WarmupCosineLR``
+- OPTIM_WRAPPER_CONSTRUCTORS ``NoBiasDecayOptimWrapperConstructor``
+- MODELS ``LabelSmoothingCrossEntropyLoss``, ``KnowledgeDistillationLoss``, ``TimmTransferBackbone``
+- HOOKS ``LrRecorderHook`` (the lr of every iteration to ``work_dir/lr_per_step.csv``)
+
+It also registers the ``tricks_*`` timm models (``import timm_ext``) and allows the few MMEngine types that
+resuming from a Runner checkpoint needs under ``torch.load(weights_only=True)`` (see :mod:`mm_ext.safe_load`).
+"""
+
+from mmengine.registry import HOOKS, MODELS, OPTIM_WRAPPER_CONSTRUCTORS, PARAM_SCHEDULERS
+
+import timm_ext  # noqa: F401  (registration of the tricks_* timm models)
+
+from ._registry import register
+from .backbones import TimmTransferBackbone
+from .hooks import LrRecorderHook
+from .losses import KnowledgeDistillationLoss, LabelSmoothingCrossEntropyLoss
+from .optim import NoBiasDecayOptimWrapperConstructor
+from .safe_load import allow_runner_checkpoint_types
+from .schedulers import WarmupCosineLR
+
+__all__ = [
+    "KnowledgeDistillationLoss",
+    "LabelSmoothingCrossEntropyLoss",
+    "LrRecorderHook",
+    "NoBiasDecayOptimWrapperConstructor",
+    "TimmTransferBackbone",
+    "WarmupCosineLR",
+]
+
+# Registration happens here, visibly, and nowhere else.
+register(PARAM_SCHEDULERS, WarmupCosineLR)
+register(OPTIM_WRAPPER_CONSTRUCTORS, NoBiasDecayOptimWrapperConstructor)
+register(MODELS, LabelSmoothingCrossEntropyLoss)
+register(MODELS, KnowledgeDistillationLoss)
+register(MODELS, TimmTransferBackbone)
+register(HOOKS, LrRecorderHook)
+allow_runner_checkpoint_types()
