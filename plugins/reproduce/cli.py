@@ -45,8 +45,10 @@ def lr_trace_stages(scenes_stage: str, model: str) -> list[Stage]:
     """The same warmup + cosine recipe (60 updates, 20 warmup, lr 0.02) applied by each adapter in a real run."""
     data = "{dep:" + scenes_stage + "}"
     common_mm = [f"train_cfg.max_iters={TRACE_STEPS}", f"optim_wrapper.optimizer.lr={TRACE_LR}",
-                 f"param_scheduler.0.warmup={TRACE_WARMUP}", f"param_scheduler.0.end={TRACE_STEPS}",
-                 f"data_root={data}/", "train_cfg.val_interval=1000000", "auto_scale_lr.enable=False"]
+                 f"param_scheduler.0.warmup_steps={TRACE_WARMUP}", f"param_scheduler.0.end={TRACE_STEPS}",
+                 f"train_cfg.val_interval={TRACE_STEPS + 1}", "auto_scale_lr.enable=False",
+                 "train_dataloader.batch_size=2", "train_dataloader.num_workers=0",
+                 "train_dataloader.persistent_workers=False"]
     return [
         Stage("lr-trace-timm_ext", ["-m", "timm_ext.train", "--model", model + "d", "--recipe", "paper", "--dataset",
                                     "fashion_mnist", "--train-subset", str(TRACE_STEPS // 3 * 32), "--val-subset",
@@ -56,14 +58,14 @@ def lr_trace_stages(scenes_stage: str, model: str) -> list[Stage]:
         Stage("lr-trace-mm_ext", ["-m", "mm_ext.train", "mm_ext/configs/faster-rcnn_timm-r26nd_fpn_tricks_fashion-scenes.py",
                                   "--work-dir", "{out}", "--cfg-options", f"model.backbone.model_name={model}d",
                                   "model.backbone.checkpoint=None", *common_mm],
-              deps=[scenes_stage], cost=0.3, parse=_trace_parser("mm_ext")),
+              deps=[scenes_stage], cost=0.3, parse=_trace_parser("mm_ext"), env={"FASHION_SCENES_ROOT": data + "/"}),
         Stage("lr-trace-d2_ext", ["-m", "d2_ext.train_net", "--config-file",
                                   "d2_ext/configs/faster_rcnn_timm_R_26n_D_FPN_tricks_fashion_scenes.yaml",
                                   "--scenes-root", data, "OUTPUT_DIR", "{out}", "TRICKS.TIMM.MODEL_NAME", model + "d",
                                   "TRICKS.TIMM.CHECKPOINT", "", "SOLVER.MAX_ITER", str(TRACE_STEPS),
                                   "SOLVER.BASE_LR", str(TRACE_LR), "TRICKS.BASE_BATCH_SIZE", "0",
                                   "TRICKS.WARMUP_ITERS", str(TRACE_WARMUP), "TRICKS.MIN_LR_RATIO", "0.0",
-                                  "TEST.EVAL_PERIOD", "0"],
+                                  "TEST.EVAL_PERIOD", "0", "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0"],
               deps=[scenes_stage], cost=0.3, parse=_trace_parser("d2_ext")),
     ]
 

@@ -129,7 +129,7 @@ class Pipeline:
                 self.echo(f"    resuming the interrupted run in {out}")
             cmd = [self.python, *argv]
             s0 = time.time()
-            env = {**os.environ, **stage.env}
+            env = {**os.environ, **dict(zip(stage.env, self._expand(list(stage.env.values()), out), strict=True))}
             with open(out / "stage.log", "a") as log:
                 log.write("$ " + " ".join(cmd) + "\n")
                 log.flush()
