@@ -1,0 +1,119 @@
+"""Files ``timm_ext.train`` writes under ``--output`` (only on rank 0).
+
+``args.yaml``, ``recipe.yaml``, ``summary.csv`` (one row per epoch), ``lr_per_step.csv`` (the lr of every param
+group at every update, for overlaying lr curves of several tools), ``lr_curve.png``; checkpoints go through
+``plugins.checkpoint`` (atomic).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from ._args import UsageError
+
+__all__ = ["SUMMARY_FIELDS", "RunFiles", "check_writable"]
+
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+SUMMARY_FIELDS = ("epoch", "train_loss", "val_top1", "val_top5", "lr", "images_per_s", "epoch_time")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def check_writable(flag: str, folder: Path) -> None:
+    """Create ``folder`` and probe it; :class:`UsageError` naming ``flag`` if it cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-").close()
+    except OSError as err:
+        raise UsageError(f"{flag} {folder}: cannot write there ({err.strerror or err})") from None
+
+
+class RunFiles:
+    """The output folder of one run.
+
+    Args:
+        output: the folder (created; :class:`UsageError` naming ``--output`` if it cannot be written).
+        num_groups: param groups, one lr column each in ``lr_per_step.csv``.
+    """
+
+    def __init__(self, output: str | os.PathLike, num_groups: int) -> None:
+        self.root = Path(output)
+        check_writable("--output", self.root)
+        self.num_groups = num_groups
+        self.lr_header = ["step"] + [f"lr_group{g}" for g in range(num_groups)]
+        self._pending: list[tuple] = []
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def write_yaml(self, name: str, data: dict) -> None:
+        _atomic_write(self.path(name), yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
+
+    def write_summary(self, history: list[dict]) -> None:
+        lines = [",".join(SUMMARY_FIELDS)]
+        lines += [",".join(_fmt(row[k]) for k in SUMMARY_FIELDS) for row in history]
+        _atomic_write(self.path("summary.csv"), "\n".join(lines) + "\n")
+
+    def start_lr_log(self, done_steps: int) -> None:
+        """Start ``lr_per_step.csv``, keeping the rows of updates ``<= done_steps`` of an earlier (resumed) run."""
+        path = self.path("lr_per_step.csv")
+        kept: list[list[str]] = []
+        if done_steps and path.is_file():
+            with open(path, newline="") as handle:
+                rows = list(csv.reader(handle))
+            if rows and rows[0] == self.lr_header:
+                kept = [row for row in rows[1:] if row and int(row[0]) <= done_steps]
+        _atomic_write(path, "\n".join(",".join(r) for r in [self.lr_header, *kept]) + "\n")
+
+    def log_lr(self, step: int, lrs: list[float]) -> None:
+        """Buffer one update's lrs; :meth:`flush_lr` appends them to ``lr_per_step.csv``."""
+        self._pending.append((step, *lrs))
+
+    def flush_lr(self) -> None:
+        if self._pending:
+            with open(self.path("lr_per_step.csv"), "a", newline="") as handle:
+                handle.write("".join(",".join(_fmt(v) for v in row) + "\n" for row in self._pending))
+            self._pending.clear()
+
+    def plot_lr(self, title: str) -> None:
+        """``lr_curve.png`` from ``lr_per_step.csv`` (matplotlib, Agg backend)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        with open(self.path("lr_per_step.csv"), newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        steps = [int(r["step"]) for r in rows]
+        for name in self.lr_header[1:]:
+            ax.plot(steps, [float(r[name]) for r in rows], label=name)
+        ax.set_xlabel("update")
+        ax.set_ylabel("learning rate")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(self.path("lr_curve.png"), dpi=100)
+        plt.close(fig)
+
+
+def _fmt(value) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
