@@ -84,6 +84,22 @@ def _composite_smoothing(
     return (1.0 - eps_uniform) * nll + (eps_uniform / num_classes) * smooth
 
 
+def uniform_epsilon(epsilon: float, num_classes: int, form: str = "paper") -> float:
+    """The uniform-form smoothing (``eps / K`` on every class) that gives ``form``'s targets.
+
+    ``"uniform"`` returns ``epsilon``; ``"paper"`` returns ``epsilon * K / (K - 1)``, since each other class
+    then gets ``eps' / K = eps / (K - 1)`` and the true class ``1 - eps' + eps' / K = 1 - eps``. Used where a
+    tool only speaks the uniform form (mixup's soft targets, ``F.cross_entropy``).
+    """
+    epsilon = _check_epsilon(epsilon)
+    _check_choice("form", form, SMOOTHING_FORMS)
+    if form == "uniform" or epsilon == 0:
+        return epsilon
+    if num_classes < 2:
+        raise ValueError(f"form='paper' needs num_classes >= 2, got {num_classes!r}")
+    return epsilon * num_classes / (num_classes - 1)
+
+
 def label_smoothing_cross_entropy(
     logits: Tensor,
     target: Tensor,
@@ -109,14 +125,7 @@ def label_smoothing_cross_entropy(
     _check_choice("reduction", reduction, _REDUCTIONS)
     if logits.ndim < 2:
         raise ValueError(f"logits must have shape (N, K) or (N, K, d1, ...), got {tuple(logits.shape)}")
-    num_classes = logits.shape[1]
-    eps_uniform = epsilon
-    if form == "paper" and epsilon > 0:
-        if num_classes < 2:
-            raise ValueError(
-                f"form='paper' needs at least 2 classes, got logits of shape {tuple(logits.shape)}"
-            )
-        eps_uniform = epsilon * num_classes / (num_classes - 1)
+    eps_uniform = uniform_epsilon(epsilon, logits.shape[1], form)
     if eps_uniform > 1.0:
         return _composite_smoothing(logits, target, eps_uniform, ignore_index, reduction, weight)
     return F.cross_entropy(

@@ -15,7 +15,12 @@ import torch.distributed as dist
 from torch import nn
 
 from plugins.checkpoint import load_checkpoint
-from plugins.losses import distillation_loss, label_smoothing_cross_entropy, soft_target_cross_entropy
+from plugins.losses import (
+    distillation_loss,
+    label_smoothing_cross_entropy,
+    soft_target_cross_entropy,
+    uniform_epsilon,
+)
 from plugins.mixup import mixup
 from plugins.param_groups import no_bias_decay_param_groups
 from plugins.recipe import Recipe
@@ -120,14 +125,8 @@ def load_teacher(path: str, model_name: str | None, num_classes: int, in_chans: 
 
 
 def mixup_epsilon(recipe: Recipe, num_classes: int) -> float:
-    """Label smoothing for ``plugins.mixup`` (uniform form) that gives the recipe's smoothing form.
-
-    The paper's form at ``eps`` is the uniform form at ``eps * K / (K - 1)`` (see ``plugins.losses``).
-    """
-    eps = recipe.label_smoothing
-    if recipe.label_smoothing_form == "paper" and eps > 0:
-        return eps * num_classes / (num_classes - 1)
-    return eps
+    """Label smoothing for ``plugins.mixup`` (uniform form) that gives the recipe's smoothing form."""
+    return uniform_epsilon(recipe.label_smoothing, num_classes, recipe.label_smoothing_form)
 
 
 def _stream_seed(seed: int, rank: int, update: int) -> int:

@@ -231,3 +231,14 @@ def test_invalid_arguments_name_the_argument(call, name):
     logits, target, _ = _data(ignore=False)
     with pytest.raises(ValueError, match=name):
         call(logits, target)
+
+
+def test_uniform_epsilon_gives_the_paper_targets():
+    from plugins.losses import uniform_epsilon
+
+    for k, eps in [(2, 0.1), (10, 0.1), (1000, 0.3)]:
+        e = uniform_epsilon(eps, k, "paper")
+        assert abs((1 - e + e / k) - (1 - eps)) < 1e-12 and abs(e / k - eps / (k - 1)) < 1e-12, (k, eps)
+    assert uniform_epsilon(0.1, 10, "uniform") == 0.1
+    with pytest.raises(ValueError, match="form"):
+        uniform_epsilon(0.1, 10, "gaussian")
