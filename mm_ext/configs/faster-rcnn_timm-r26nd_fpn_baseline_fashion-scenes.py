@@ -72,9 +72,10 @@ val_evaluator = dict(
     backend_args=backend_args)
 test_evaluator = val_evaluator
 
-# The narrow net has no stem max-pool: layer1..layer4 are at strides 2, 4, 8, 16 (not 4..32), and the FPN
-# adds one level at 32. Anchors and RoI extraction follow those strides.
-strides = [2, 4, 8, 16]
+# The narrow net is built with its stem max-pool (small_input=False), so layer1..layer4 are at MMDetection's
+# usual strides 4, 8, 16, 32 and the FPN adds one level at 64, as Detectron2's fashion config does. The
+# classification export (trained without the max-pool on 28 px images) loads unchanged: pooling has no weights.
+strides = [4, 8, 16, 32]
 model = dict(
     # Fashion-MNIST's pixel mean and std (plugins.data.fashion_mnist), the backbone's training statistics.
     data_preprocessor=dict(mean=[72.94] * 3, std=[90.02] * 3, bgr_to_rgb=True, pad_size_divisor=32),
@@ -85,9 +86,10 @@ model = dict(
         checkpoint=None,  # no transfer until set to a timm_ext backbone.pth (see above)
         out_indices=(1, 2, 3, 4),
         frozen_stages=1,
-        norm_eval=True),
+        norm_eval=True,
+        small_input=False),
     neck=dict(in_channels=[64, 128, 256, 512], out_channels=64, num_outs=5),
-    rpn_head=dict(in_channels=64, feat_channels=64, anchor_generator=dict(strides=strides + [32])),
+    rpn_head=dict(in_channels=64, feat_channels=64, anchor_generator=dict(strides=strides + [64])),
     roi_head=dict(
         bbox_roi_extractor=dict(out_channels=64, featmap_strides=strides),
         bbox_head=dict(in_channels=64, fc_out_channels=256, num_classes=10)),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import os
 import platform
 import shlex
@@ -70,11 +71,27 @@ def lr_trace_stages(scenes_stage: str, model: str) -> list[Stage]:
     ]
 
 
+def select_stages(stages: list[Stage], pattern: str) -> list[Stage]:
+    """The stages matching ``pattern`` (fnmatch) and, transitively, the stages they depend on, in order."""
+    by_name = {s.name: s for s in stages}
+    wanted = {s.name for s in stages if fnmatch.fnmatch(s.name, pattern)}
+    todo = list(wanted)
+    while todo:
+        for dep in by_name[todo.pop()].deps:
+            if dep not in wanted:
+                wanted.add(dep)
+                todo.append(dep)
+    return [s for s in stages if s.name in wanted]
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m plugins.reproduce", description=__doc__)
     p.add_argument("--preset", default="quick", help=f"study size, one of {sorted(PRESETS)} (default: quick)")
     p.add_argument("--out", default=None, help="run folder (default: results/<preset>)")
     p.add_argument("--list", action="store_true", help="print the stages and exit")
+    p.add_argument("--only", default=None, metavar="GLOB",
+                   help="run only the stages whose name matches GLOB (and what they depend on), e.g. 'lr-trace-*'; "
+                        "the report is written only for a full run")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p.parse_args(argv)
 
@@ -89,6 +106,11 @@ def main(argv=None) -> int:
     run_dir = Path(args.out or Path("results") / preset.name).resolve()
     stages = build_stages(preset, run_dir)
     stages += lr_trace_stages("data-fashion-scenes", preset.model)
+    if args.only:
+        stages = select_stages(stages, args.only)
+        if not stages:
+            print(f"error: --only {args.only!r} matches no stage (see --list)", file=sys.stderr)
+            return 2
     if args.list:
         for i, s in enumerate(stages, 1):
             print(f"{i:3d}. {s.name}: python {shlex.join(s.argv)}")
@@ -108,6 +130,9 @@ def main(argv=None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 1
+    if args.only:
+        print(f"ran {len(stages)} stages matching {args.only!r}; results under {run_dir / 'stages'}")
+        return 0
     wall = time.time() - t0
     meta = {"command": command.strip(), "machine": machine(), "wall_time": f"{wall / 60:.1f} min"}
     report = write_report(run_dir, preset, results, meta)
