@@ -13,9 +13,14 @@ from detectron2.utils import comm
 
 
 class LrRecorder(HookBase):
-    """Records each param group's lr before every step (the lr that update uses); rank 0 writes the file."""
+    """Records each param group's lr before every step (the lr that update uses); rank 0 writes the file.
 
-    def __init__(self, output_dir: str, flush_every: int = 100):
+    ``flush_every`` (default 1): steps between appends. Detectron2 has no event at checkpoint time, so rows
+    are appended at every step by default: a killed run then keeps the rows its resume keeps (a resume drops
+    the rows after its checkpoint and writes them again).
+    """
+
+    def __init__(self, output_dir: str, flush_every: int = 1):
         self._path = os.path.join(output_dir, "lr_per_step.csv")
         self._flush_every = flush_every
         self._rows: list[str] = []

@@ -6,16 +6,24 @@
 ``--scenes-root`` (default ``$FASHION_SCENES_ROOT``) registers the fashion scenes as ``fashion_scenes_train`` /
 ``fashion_scenes_val`` (and ``*_sem_seg``), writing them first with ``plugins.data.scenes.generate_scenes``
 if the folder holds none. Without a GPU, ``MODEL.DEVICE`` falls back to ``cpu``. A bad config (unknown key,
-value out of range) exits with status 2 and a one-line message; ``--debug`` shows the traceback instead.
+value out of range), a backbone checkpoint that does not fit, missing data or a non-finite loss exits with
+status 2 and a one-line message; ``--debug`` shows the traceback instead.
+
+Several processes: ``--num-gpus N`` (Detectron2's ``launch``, CUDA only in v0.6), or ``torchrun
+--nproc_per_node N -m d2_ext.train_net ...``, which also runs on the CPU (gloo). ``SOLVER.IMS_PER_BATCH`` is the
+global batch either way.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
+import tempfile
 
 import torch
+import torch.distributed as dist
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
@@ -55,11 +63,31 @@ def load_config(args):
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts or [])
     validate_tricks_config(cfg)
+    _check_solver(cfg)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logger.warning("no CUDA device: MODEL.DEVICE %s -> cpu", cfg.MODEL.DEVICE)
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
     return cfg
+
+
+def _check_solver(cfg) -> None:
+    """ValueError naming ``SOLVER.BASE_LR`` / ``SOLVER.IMS_PER_BATCH`` when out of range (they fail late otherwise)."""
+    lr, batch = cfg.SOLVER.BASE_LR, cfg.SOLVER.IMS_PER_BATCH
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"cfg.SOLVER.BASE_LR={lr!r} is not accepted; accepted: a finite number > 0")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"cfg.SOLVER.IMS_PER_BATCH={batch!r} is not accepted; accepted: an int >= 1 (the global batch)")
+
+
+def _check_output_dir(cfg) -> None:
+    """OSError naming ``OUTPUT_DIR`` if it cannot be created, or (on rank 0, the only writer) written."""
+    try:
+        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+        if int(os.environ.get("RANK", "0")) == 0:
+            tempfile.NamedTemporaryFile(dir=cfg.OUTPUT_DIR, prefix=".write-test-").close()
+    except OSError as error:
+        raise OSError(f"OUTPUT_DIR {cfg.OUTPUT_DIR!r}: cannot write there ({error.strerror or error})") from None
 
 
 def _ensure_scenes(args) -> None:
@@ -95,16 +123,58 @@ def cli(argv=None) -> None:
     if not args.config_file:
         parser.error("--config-file is required")
     try:
-        load_config(args)
+        cfg = load_config(args)
     except (KeyError, ValueError, OSError, AssertionError) as error:  # yacs asserts on unknown KEY VALUE pairs
         if args.debug:
             raise
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         parser.exit(2, f"{parser.prog}: error: bad config {args.config_file}: {message}\n")
-    if args.scenes_root:
-        _ensure_scenes(args)
-    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
+    try:
+        _check_output_dir(cfg)
+        if args.scenes_root:
+            _ensure_scenes(args)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun
+            _init_torchrun()
+            main(args)
+        else:
+            launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+                   dist_url=args.dist_url, args=(args,))
+    except (ValueError, KeyError, OSError) as error:  # a backbone that does not fit, missing or bad data
+        if args.debug:
+            raise
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        parser.exit(2, f"{parser.prog}: error: {message}\n")
+    except FloatingPointError as error:  # Detectron2 checks losses and boxes before the optimizer step
+        if args.debug:
+            raise
+        parser.exit(2, f"{parser.prog}: error: non-finite values in training ({str(error).splitlines()[0]}): "
+                       f"training stopped before that update; {_last_checkpoint(cfg)}. Lower SOLVER.BASE_LR "
+                       "or check the data.\n")
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _last_checkpoint(cfg) -> str:
+    path = os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")
+    if not os.path.isfile(path):
+        return "no checkpoint was written"
+    with open(path) as handle:
+        return f"the last checkpoint, {os.path.join(cfg.OUTPUT_DIR, handle.read().strip())}, keeps the last good state"
+
+
+def _init_torchrun() -> None:
+    """The process group of a ``torchrun`` launch (env://; gloo without CUDA) and Detectron2's local group."""
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    local_size = int(os.environ.get("LOCAL_WORLD_SIZE", dist.get_world_size()))
+    for machine in range(dist.get_world_size() // local_size):  # every process creates every group
+        group = dist.new_group(list(range(machine * local_size, (machine + 1) * local_size)))
+        if machine == dist.get_rank() // local_size:
+            comm._LOCAL_PROCESS_GROUP = group
+    comm.synchronize()
 
 
 if __name__ == "__main__":

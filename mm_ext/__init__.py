@@ -7,7 +7,8 @@ in MMEngine's root registries (which the downstream libraries look names up thro
 - PARAM_SCHEDULERS ``WarmupCosineLR``
 - OPTIM_WRAPPER_CONSTRUCTORS ``NoBiasDecayOptimWrapperConstructor``
 - MODELS ``LabelSmoothingCrossEntropyLoss``, ``KnowledgeDistillationLoss``, ``TimmTransferBackbone``
-- HOOKS ``LrRecorderHook`` (the lr of every iteration to ``work_dir/lr_per_step.csv``)
+- HOOKS ``LrRecorderHook`` (the lr of every iteration to ``work_dir/lr_per_step.csv``), ``RandomStateHook``
+  (exact resume of the torch random stream), ``NonFiniteLossHook`` (stop at a NaN / infinite loss)
 
 It also registers the ``tricks_*`` timm models (``import timm_ext``) and allows the few MMEngine types that
 resuming from a Runner checkpoint needs under ``torch.load(weights_only=True)`` (see :mod:`mm_ext.safe_load`).
@@ -19,7 +20,7 @@ import timm_ext  # noqa: F401  (registration of the tricks_* timm models)
 
 from ._registry import register
 from .backbones import TimmTransferBackbone
-from .hooks import LrRecorderHook
+from .hooks import LrRecorderHook, NonFiniteLossError, NonFiniteLossHook, RandomStateHook
 from .losses import KnowledgeDistillationLoss, LabelSmoothingCrossEntropyLoss
 from .optim import NoBiasDecayOptimWrapperConstructor
 from .safe_load import allow_runner_checkpoint_types
@@ -29,7 +30,10 @@ __all__ = [
     "KnowledgeDistillationLoss",
     "LabelSmoothingCrossEntropyLoss",
     "LrRecorderHook",
+    "NonFiniteLossError",
+    "NonFiniteLossHook",
     "NoBiasDecayOptimWrapperConstructor",
+    "RandomStateHook",
     "TimmTransferBackbone",
     "WarmupCosineLR",
 ]
@@ -41,4 +45,6 @@ register(MODELS, LabelSmoothingCrossEntropyLoss)
 register(MODELS, KnowledgeDistillationLoss)
 register(MODELS, TimmTransferBackbone)
 register(HOOKS, LrRecorderHook)
+register(HOOKS, RandomStateHook)
+register(HOOKS, NonFiniteLossHook)
 allow_runner_checkpoint_types()

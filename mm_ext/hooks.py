@@ -1,17 +1,22 @@
-"""``LrRecorderHook``: writes the lr that every iteration actually used to ``work_dir/lr_per_step.csv``.
+"""Hooks that ``python -m mm_ext.train`` adds to every run (in other set-ups add them to ``custom_hooks``).
 
-Same format as ``timm_ext.train`` and ``d2_ext``'s ``LrRecorder`` (``step,lr_group0,lr_group1,...``, step
-counted from 1), so the three ecosystems' curves can be overlaid and compared with ``plugins.schedules``.
-``python -m mm_ext.train`` adds it to every run; in other set-ups add
-``custom_hooks = [dict(type='LrRecorderHook')]`` to the config.
+- ``LrRecorderHook``: writes the lr that every iteration actually used to ``work_dir/lr_per_step.csv``, in the
+  format of ``timm_ext.train`` and ``d2_ext``'s ``LrRecorder`` (``step,lr_group0,lr_group1,...``, step counted
+  from 1), so the three ecosystems' curves can be overlaid and compared with ``plugins.schedules``.
+- ``RandomStateHook``: a resumed run continues the torch random stream of the uninterrupted one.
+- ``NonFiniteLossHook``: a NaN or infinite loss stops training before that iteration's checkpoint is written.
 """
 
 from __future__ import annotations
 
+import math
 import os
 
-from mmengine.dist import is_main_process
+import torch
+from mmengine.dist import all_reduce, is_main_process
 from mmengine.hooks import Hook
+
+from plugins.random_state import capture_random_state, restore_random_state
 
 
 class LrRecorderHook(Hook):
@@ -59,6 +64,9 @@ class LrRecorderHook(Hook):
         if len(self._rows) >= self.flush_interval:
             self._flush()
 
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        self._flush()  # a run killed after this checkpoint still has the rows its resume keeps
+
     def after_train(self, runner) -> None:
         self._flush()
 
@@ -67,3 +75,73 @@ class LrRecorderHook(Hook):
             with open(self._path, "a") as f:
                 f.write("\n".join(self._rows) + "\n")
         self._rows = []
+
+
+class RandomStateHook(Hook):
+    """Makes a resumed run draw the random numbers the uninterrupted run drew (dropout, RPN/RoI sampling).
+
+    MMEngine re-seeds a resumed run and skips the batches already trained, which reproduces the data order
+    and, with a fixed ``randomness.seed`` and ``num_workers=0``, the data pipeline's numpy draws; but the torch
+    stream would restart from the seed. This hook stores the torch (and CUDA) stream in every checkpoint
+    (``checkpoint["random_state"]``) and restores it when training starts from a resumed checkpoint (not
+    before: ``Runner.resume`` may re-seed after loading). Validation runs between a saved and a restored
+    state of every stream, so an evaluation between a checkpoint and the next iteration shifts nothing.
+    Under DDP only rank 0 writes checkpoints: every rank resumes with rank 0's torch stream.
+    """
+
+    priority = "NORMAL"
+
+    def __init__(self):
+        self._resumed_state = None
+        self._val_state = None
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint["random_state"] = capture_random_state(("torch", "cuda"))
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        self._resumed_state = checkpoint.get("random_state")
+
+    def before_train(self, runner) -> None:
+        if self._resumed_state is not None and runner.iter > 0:  # resumed (a plain load_from starts at 0)
+            restore_random_state(self._resumed_state)
+        self._resumed_state = None
+
+    def before_val(self, runner) -> None:
+        self._val_state = capture_random_state()
+
+    def after_val(self, runner) -> None:
+        if self._val_state is not None:
+            restore_random_state(self._val_state)
+            self._val_state = None
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite (raised by :class:`NonFiniteLossHook`)."""
+
+
+class NonFiniteLossHook(Hook):
+    """Stops training at the first iteration whose total loss (``outputs["loss"]``) is NaN or infinite.
+
+    It runs before the scheduler, logger and checkpoint hooks of that iteration (priority ``ABOVE_NORMAL``),
+    so no checkpoint holding the damaged weights is written: the last checkpoint on disk keeps the last good
+    state. Under DDP the check is agreed across processes (one all-reduce of a flag per iteration), so every
+    process stops at the same iteration. Raises :class:`NonFiniteLossError`.
+    """
+
+    priority = "ABOVE_NORMAL"
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        loss = (outputs or {}).get("loss")
+        if loss is None:
+            return
+        value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+        flag = torch.tensor([0.0 if math.isfinite(value) else 1.0])
+        all_reduce(flag, op="max")
+        if flag.item():
+            last = runner.message_hub.get_info("last_ckpt")
+            kept = f"the last checkpoint, {last}, keeps the last good state" if last else "no checkpoint was written"
+            where = f"loss={value}" if not math.isfinite(value) else "on another process"
+            raise NonFiniteLossError(
+                f"non-finite loss at iteration {runner.iter + 1} ({where}): training stopped before this "
+                f"iteration's checkpoint; {kept}. Lower optim_wrapper.optimizer.lr or check the data."
+            )

@@ -4,24 +4,39 @@ The same job as mmdet's and mmseg's ``tools/train.py`` (the config's ``custom_im
 their own script works too), plus what a CPU machine and a typo need: the config's ``default_scope`` is
 initialised before the Runner is built, a distributed launch without CUDA uses the gloo backend, every
 ``--cfg-options`` key must name an existing setting, and bad input stops with one message and exit status 2
-(the traceback only with ``--debug``).
+(the traceback only with ``--debug``). Every run gets ``LrRecorderHook``, ``RandomStateHook`` (a ``--resume``
+continues exactly, see :mod:`mm_ext.hooks`) and ``NonFiniteLossHook`` (a NaN / infinite loss stops with
+status 2 before that iteration's checkpoint, keeping the last good one).
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import inspect
+import math
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 
 import torch
+import torch.distributed as dist
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.registry import RUNNERS, init_default_scope
-from mmengine.runner import Runner
+from mmengine.runner import Runner, find_latest_checkpoint
 
-# Errors that mean "the config or the command line is wrong": reported in one line, exit status 2.
-_INPUT_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, ImportError, SyntaxError)
+from plugins.checkpoint import load_checkpoint
+
+from .hooks import NonFiniteLossError
+
+# Errors that mean "the config or the command line is wrong" (or a non-finite loss stopped training):
+# reported in one line, exit status 2.
+_INPUT_ERRORS = (ValueError, TypeError, KeyError, OSError, ImportError, SyntaxError, NonFiniteLossError)
+# Top-level settings the Runner reads although a config need not hold them (e.g. randomness.seed=0).
+_RUNNER_SETTINGS = frozenset(inspect.signature(Runner.__init__).parameters) - {"self"}
+# Added to every run: the lr log, exact resume of the torch random stream, a stop at a non-finite loss.
+_ADDED_HOOKS = ("LrRecorderHook", "RandomStateHook", "NonFiniteLossHook")
 
 
 class InputError(ValueError):
@@ -63,7 +78,8 @@ def _check_key(cfg: Config, key: str) -> None:
     """Refuse a --cfg-options key that names no setting (a typo would otherwise be added silently).
 
     A new last part is accepted inside a component's dict (one with a ``type``): it becomes a constructor
-    argument, which the component checks itself when it is built.
+    argument, which the component checks itself when it is built. A new top-level setting is accepted if the
+    Runner takes it (``randomness.seed=0``, ``work_dir=...``).
     """
     node = cfg.to_dict()
     path: list[str] = []
@@ -74,6 +90,8 @@ def _check_key(cfg: Config, key: str) -> None:
         elif isinstance(node, dict) and part in node:
             node = node[part]
         elif isinstance(node, dict) and "type" in node and depth == len(parts) - 1:
+            return
+        elif depth == 0 and part in _RUNNER_SETTINGS:
             return
         else:
             options = list(node.keys()) if isinstance(node, dict) else []
@@ -97,8 +115,8 @@ def load_config(args: argparse.Namespace) -> Config:
     elif cfg.get("work_dir") is None:
         cfg.work_dir = os.path.join("./work_dirs", os.path.splitext(os.path.basename(args.config))[0])
     hooks = list(cfg.get("custom_hooks", []))
-    if not any(h.get("type") == "LrRecorderHook" for h in hooks):
-        cfg.custom_hooks = [*hooks, dict(type="LrRecorderHook")]  # work_dir/lr_per_step.csv
+    present = {h.get("type") for h in hooks}
+    cfg.custom_hooks = [*hooks, *(dict(type=name) for name in _ADDED_HOOKS if name not in present)]
     if args.auto_scale_lr:
         if "base_batch_size" not in cfg.get("auto_scale_lr", {}):
             raise InputError("--auto-scale-lr needs auto_scale_lr=dict(base_batch_size=...) in the config")
@@ -115,7 +133,40 @@ def load_config(args: argparse.Namespace) -> Config:
             raise InputError("optim_wrapper.type='AmpOptimWrapper' needs CUDA; use 'OptimWrapper' on the CPU")
         if args.launcher == "pytorch":
             cfg.setdefault("env_cfg", {}).setdefault("dist_cfg", {})["backend"] = "gloo"
+            # MMEngine wraps the model in DDP with device_ids=[LOCAL_RANK], which DDP refuses for a CPU model.
+            wrapper = cfg.get("model_wrapper_cfg") or dict(
+                type="MMDistributedDataParallel", broadcast_buffers=False,
+                find_unused_parameters=cfg.get("find_unused_parameters", False))
+            wrapper.setdefault("device_ids", None)
+            cfg.model_wrapper_cfg = wrapper
     return cfg
+
+
+def _check_inputs(cfg: Config) -> None:
+    """What would otherwise fail late or with a traceback: a non-positive lr, a work dir that cannot be
+    written, a resume checkpoint that is truncated or carries code (read once here with ``weights_only``)."""
+    lr = cfg.get("optim_wrapper", {}).get("optimizer", {}).get("lr")
+    if isinstance(lr, int | float) and not (math.isfinite(lr) and lr > 0):
+        raise InputError(f"optim_wrapper.optimizer.lr={lr!r}; accepted: a finite number > 0")
+    try:
+        os.makedirs(cfg.work_dir, exist_ok=True)
+        if int(os.environ.get("RANK", "0")) == 0:  # the only process that writes there
+            tempfile.NamedTemporaryFile(dir=cfg.work_dir, prefix=".write-test-").close()
+    except OSError as error:
+        raise InputError(f"work dir {cfg.work_dir!r}: cannot write there ({error.strerror or error})") from None
+    if cfg.get("resume"):
+        path = cfg.get("load_from") or find_latest_checkpoint(cfg.work_dir)
+        if path:
+            try:
+                load_checkpoint(path)
+            except ValueError as error:
+                raise InputError(f"--resume {path}: {error}") from None
+
+
+def _init_cpu_process_group(cfg: Config) -> None:
+    """MMEngine 0.10's pytorch launcher calls ``torch.cuda.set_device``: on the CPU, start the group here."""
+    if cfg.launcher == "pytorch" and not torch.cuda.is_available() and not dist.is_initialized():
+        dist.init_process_group(backend="gloo")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -123,6 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     try:
         cfg = load_config(args)
+        _check_inputs(cfg)
+        _init_cpu_process_group(cfg)
         if cfg.get("default_scope"):
             init_default_scope(cfg.default_scope)
         runner = RUNNERS.build(cfg) if "runner_type" in cfg else Runner.from_cfg(cfg)

@@ -82,7 +82,9 @@ def save_checkpoint(obj: Any, path: str | os.PathLike) -> Path:
 def _refusal_reason(message: str) -> str:
     marker = "WeightsUnpickler error:"
     if marker not in message:
-        return message.strip().splitlines()[0] if message.strip() else "unknown reason"
+        lines = [line.strip() for line in message.splitlines() if line.strip()]
+        named = [line for line in lines if "GLOBAL" in line]  # the refused object, e.g. "... GLOBAL posix.system ..."
+        return (named or lines or ["unknown reason"])[0]
     return message.split(marker, 1)[1].split("\n\nCheck the documentation", 1)[0].strip().splitlines()[0]
 
 

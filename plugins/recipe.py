@@ -200,17 +200,20 @@ class Recipe:
     def from_yaml(cls, source: str | os.PathLike) -> Recipe:
         """Read a recipe from a yaml file path or from yaml text (a string that is not an existing file).
 
-        A string ending in ``.yaml`` / ``.yml`` is always taken as a path.
+        A string ending in ``.yaml`` / ``.yml`` is always taken as a path. Malformed yaml raises ValueError.
         """
         if isinstance(source, os.PathLike) or (
             isinstance(source, str) and (os.path.isfile(source) or source.endswith((".yaml", ".yml")))
         ):
-            text = Path(source).read_text(encoding="utf-8")
+            text, label = Path(source).read_text(encoding="utf-8"), f"recipe yaml {source}"
         elif isinstance(source, str):
-            text = source
+            text, label = source, "recipe yaml text"
         else:
             raise TypeError(f"source must be a path or yaml text, got {type(source).__name__}")
-        data = yaml.load(text, Loader=_YamlLoader)
+        try:
+            data = yaml.load(text, Loader=_YamlLoader)
+        except yaml.YAMLError as error:
+            raise ValueError(f"{label} is not valid yaml: {' '.join(str(error).split())}") from None
         return cls.from_dict({} if data is None else data)
 
     # ---- presets ----------------------------------------------------------------------------------

@@ -55,6 +55,8 @@ class TimmFeatures(nn.Module):
         if list(out_indices) != sorted(set(out_indices)):
             raise ValueError(f"out_indices={out_indices!r} must be strictly increasing")
         accepted = "accepted: the tricks_resnet* names or timm's ResNet family (resnet50, resnet50d, ...)"
+        if not timm.is_model(model_name):  # timm raises a RuntimeError for an unknown name
+            raise ValueError(f"model_name={model_name!r} is not a timm model; {accepted}")
         try:
             self.model = timm.create_model(
                 model_name, pretrained=False, num_classes=0, output_stride=output_stride, **timm_kwargs

@@ -13,7 +13,8 @@ The lr is set before every update from ``plugins.schedules`` (through :class:`ti
 ``recipe.lr_at(i, steps_per_epoch)`` for update ``i``, with the linear scaling rule applied to the global
 batch (``-b`` x world size x ``--grad-accum-steps``) unless ``--lr`` gives the lr itself.
 
-Outputs under ``--output`` (rank 0 only): ``args.yaml``, ``recipe.yaml``, ``summary.csv``, ``lr_per_step.csv``,
+Outputs under ``--output`` (rank 0 only): ``args.yaml``, ``recipe.yaml`` (with the first checkpoint, so that a
+command that fails earlier leaves an earlier run's files as they were), ``summary.csv``, ``lr_per_step.csv``,
 ``lr_curve.png``, ``last.pth`` (end of every epoch and every ``--checkpoint-interval`` updates), ``best.pth``,
 ``backbone.pth`` (format in docs/architecture.md). ``--resume last.pth`` continues exactly: data order, flips
 and mixup draws are functions of ``(seed, epoch, update)``, and the checkpoint holds the position within the
@@ -220,6 +221,7 @@ class _Run:
     all_losses: list[torch.Tensor] = field(default_factory=list)
     all_lrs: list[list[float]] = field(default_factory=list)
     last_saved: int = 0
+    config_written: bool = False
 
     @property
     def main_process(self) -> bool:
@@ -236,6 +238,10 @@ class _Run:
     def save(self, epoch_losses: list[torch.Tensor], best: bool = False) -> None:
         """Write last.pth (and best.pth) on rank 0; ``epoch_losses`` are this epoch's updates so far."""
         if self.main_process:
+            if not self.config_written:  # written with the first checkpoint, so that they describe it
+                self.files.write_yaml("args.yaml", vars(self.args))
+                self.files.write_yaml("recipe.yaml", self.recipe.to_dict())
+                self.config_written = True
             self.files.flush_lr()
             state = _checkpoint(self.step, self.pos, self.args, self.recipe, self.steps_per_epoch, epoch_losses)
             save_checkpoint(state, self.files.path("last.pth"))
@@ -281,8 +287,6 @@ def _setup(args, rank: int, world_size: int, local_rank: int) -> _Run:
             model, device_ids=[device.index] if device.type == "cuda" else None)
         step.ddp = True
     if files is not None:
-        files.write_yaml("args.yaml", vars(args))
-        files.write_yaml("recipe.yaml", recipe.to_dict())
         files.start_lr_log(run.pos.global_step)
     run.log(f"{steps_per_epoch} updates per epoch of {args.batch_size * world_size * args.grad_accum_steps} images, "
             f"peak lr {recipe.scaled_lr():g}" + (f", resuming after update {run.pos.global_step}" if args.resume else ""))

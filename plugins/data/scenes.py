@@ -297,12 +297,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                                     seed=args.seed, items_min=args.items_min, items_max=args.items_max,
                                     progress=not args.no_progress)
             print(f"fashion scenes in {paths['root']} (preview: {paths['preview']})")
-    except ValueError as err:
-        parser.error(str(err))
-    if args.stats is not None:
-        from .scene_stats import format_scene_stats, scene_stats
+        if args.stats is not None:
+            from .scene_stats import format_scene_stats, scene_stats
 
-        print(format_scene_stats(scene_stats(args.stats or args.out)))
+            print(format_scene_stats(scene_stats(args.stats or args.out)))
+    except (ValueError, OSError) as err:  # bad counts, missing Fashion-MNIST, an --out that cannot be written
+        parser.error(str(err))
 
 
 if __name__ == "__main__":

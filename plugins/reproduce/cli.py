@@ -104,6 +104,11 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     run_dir = Path(args.out or Path("results") / preset.name).resolve()
+    try:  # build_stages already writes the recipes there
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"error: --out {args.out or run_dir}: cannot create the run folder ({e.strerror or e})", file=sys.stderr)
+        return 2
     stages = build_stages(preset, run_dir)
     stages += lr_trace_stages("data-fashion-scenes", preset.model)
     if args.only:
@@ -115,7 +120,6 @@ def main(argv=None) -> int:
         for i, s in enumerate(stages, 1):
             print(f"{i:3d}. {s.name}: python {shlex.join(s.argv)}")
         return 0
-    run_dir.mkdir(parents=True, exist_ok=True)
     command = "python -m plugins.reproduce " + shlex.join(argv if argv is not None else sys.argv[1:])
     print(f"bag-of-tricks study, preset {preset.name!r}: {len(stages)} stages -> {run_dir}")
     t0 = time.time()

@@ -18,6 +18,7 @@ class Preset:
         batch_size: the efficient recipe's batch; the standard baseline uses half of it (paper: 256 vs 1024).
         scenes_train / scenes_val / scene_size: fashion scenes generated for detection and segmentation.
         det_iters / seg_iters: training iterations of Faster R-CNN and FCN per backbone.
+        transfer_batch: images per iteration of the detectors and the segmenter (lr 0.01 at batch 8, linear).
     """
 
     name: str
@@ -33,6 +34,7 @@ class Preset:
     scene_size: int
     det_iters: int
     seg_iters: int
+    transfer_batch: int = 8
     model: str = "tricks_resnet26n"
     teacher_model: str = "tricks_resnet50n"
 
@@ -41,9 +43,9 @@ class Preset:
 
 
 PRESETS = {
-    "quick": Preset(name="quick", seeds=(0,), epochs=3, teacher_epochs=3, train_subset=12000, val_subset=2000,
-                    img_size=28, batch_size=128, scenes_train=300, scenes_val=100, scene_size=128,
-                    det_iters=150, seg_iters=150),
+    "quick": Preset(name="quick", seeds=(0,), epochs=2, teacher_epochs=2, train_subset=5000, val_subset=2000,
+                    img_size=28, batch_size=64, scenes_train=200, scenes_val=50, scene_size=128,
+                    det_iters=40, seg_iters=40, transfer_batch=4),
     "full": Preset(name="full", seeds=(0, 1, 2), epochs=12, teacher_epochs=15, train_subset=0, val_subset=0,
                    img_size=28, batch_size=256, scenes_train=2000, scenes_val=500, scene_size=128,
                    det_iters=1500, seg_iters=1500),

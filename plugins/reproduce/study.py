@@ -112,25 +112,29 @@ def parse_d2(out: Path) -> dict:
     return found
 
 
-def _mmdet_options(iters: int) -> list[str]:
+def _mmdet_options(iters: int, batch: int) -> list[str]:
     """The detector schedule of the shipped config (warmup, x0.1 at 75% and 90%), shortened to ``iters``."""
     warm, steps = max(1, iters // 10), [round(iters * 0.75), round(iters * 0.9)]
-    return [f"train_cfg.max_iters={iters}", f"train_cfg.val_interval={iters}",
+    return [f"train_cfg.max_iters={iters}", f"train_cfg.val_interval={iters}", *_mm_batch(batch),
             f"default_hooks.checkpoint.interval={iters}", f"param_scheduler.0.end={warm}",
             f"param_scheduler.1.end={iters}", f"param_scheduler.1.milestones=[{steps[0]},{steps[1]}]"]
 
 
-def _mmseg_options(iters: int) -> list[str]:
+def _mm_batch(batch: int) -> list[str]:
+    return [f"train_dataloader.batch_size={batch}", f"optim_wrapper.optimizer.lr={0.01 * batch / 8}"]
+
+
+def _mmseg_options(iters: int, batch: int) -> list[str]:
     """The segmenter schedule of the shipped config (poly decay), shortened to ``iters``."""
-    return [f"train_cfg.max_iters={iters}", f"train_cfg.val_interval={iters}",
+    return [f"train_cfg.max_iters={iters}", f"train_cfg.val_interval={iters}", *_mm_batch(batch),
             f"default_hooks.checkpoint.interval={iters}", f"param_scheduler.0.end={iters}"]
 
 
-def _d2_options(iters: int) -> list[str]:
-    """Detectron2's run matched to the MMDetection one: batch 8 at lr 0.01, same warmup and decay points."""
+def _d2_options(iters: int, batch: int) -> list[str]:
+    """Detectron2's run matched to the MMDetection one: lr 0.01 at batch 8, same warmup and decay points."""
     steps = f"({round(iters * 0.75)},{round(iters * 0.9)})"
     return ["SOLVER.MAX_ITER", str(iters), "SOLVER.STEPS", steps, "SOLVER.WARMUP_ITERS", str(max(1, iters // 10)),
-            "SOLVER.IMS_PER_BATCH", "8", "SOLVER.BASE_LR", "0.01", "SOLVER.CHECKPOINT_PERIOD", str(iters),
+            "SOLVER.IMS_PER_BATCH", str(batch), "SOLVER.BASE_LR", str(0.01 * batch / 8), "SOLVER.CHECKPOINT_PERIOD", str(iters),
             "TEST.EVAL_PERIOD", "0", "DATALOADER.NUM_WORKERS", "0"]
 
 
@@ -180,19 +184,19 @@ def build_stages(p: Preset, run_dir: Path) -> list[Stage]:
                 name=f"det-mmdet-{slug(row)}-{s}",
                 argv=["-m", "mm_ext.train", MMDET_CONFIG, "--work-dir", "{out}", "--cfg-options",
                       f"model.backbone.model_name={model}", f"model.backbone.checkpoint={ckpt}",
-                      *_mmdet_options(p.det_iters), f"randomness.seed={seed}"],
+                      *_mmdet_options(p.det_iters, p.transfer_batch), f"randomness.seed={seed}"],
                 deps=[src, scenes], parse=parse_mm, cost=det_cost, env={"FASHION_SCENES_ROOT": data + "/"}))
             stages.append(Stage(
                 name=f"det-d2-{slug(row)}-{s}",
                 argv=["-m", "d2_ext.train_net", "--config-file", D2_CONFIG, "--scenes-root", data,
                       "OUTPUT_DIR", "{out}", "TRICKS.TIMM.MODEL_NAME", model, "TRICKS.TIMM.CHECKPOINT", ckpt,
-                      *_d2_options(p.det_iters), "SEED", str(seed)],
+                      *_d2_options(p.det_iters, p.transfer_batch), "SEED", str(seed)],
                 deps=[src, scenes], parse=parse_d2, cost=det_cost))
             stages.append(Stage(
                 name=f"seg-mmseg-{slug(row)}-{s}",
                 argv=["-m", "mm_ext.train", MMSEG_CONFIG, "--work-dir", "{out}", "--cfg-options",
                       f"model.backbone.model_name={model}", f"model.backbone.checkpoint={ckpt}",
-                      *_mmseg_options(p.seg_iters), f"randomness.seed={seed}"],
+                      *_mmseg_options(p.seg_iters, p.transfer_batch), f"randomness.seed={seed}"],
                 deps=[src, scenes], parse=parse_mm, cost=p.seg_iters / (p.epochs * 40),
                 env={"FASHION_SCENES_ROOT": data + "/"}))
     return stages
