@@ -145,6 +145,10 @@ def build_stages(p: Preset, run_dir: Path) -> list[Stage]:
               "--train-subset", str(p.train_subset),
               "--val-subset", str(p.val_subset), "--no-progress", "--output", "{out}"]
 
+    # Stage costs are rough seconds on an idle 2-core CPU; they only drive the remaining-time estimate.
+    images = (p.train_subset or 60000) * p.epochs + (p.val_subset or 10000) * p.epochs
+    cls_cost = 8 + images / 300
+
     def cls_stage(name: str, row: str, model: str, seed: int, extra=(), deps=(), cost=1.0) -> Stage:
         recipe = _write_recipe(run_dir, row, rec[row])
         return Stage(name=name, argv=["-m", "timm_ext.train", "--model", model, "--recipe", str(recipe),
@@ -156,7 +160,7 @@ def build_stages(p: Preset, run_dir: Path) -> list[Stage]:
         s = f"s{seed}"
         teacher = f"cls-teacher-{s}"
         stages.append(cls_stage(teacher, "teacher", p.teacher_model + "d", seed,
-                                cost=2.0 * p.teacher_epochs / p.epochs))
+                                cost=2.5 * cls_cost * p.teacher_epochs / p.epochs))
         for v in TWEAK_ROWS:
             stages.append(cls_stage(f"cls-tweak-{v}-{s}", f"tweak-{v}", p.model + v.lower(), seed))
         for row in STACKED_ROWS:
@@ -166,38 +170,38 @@ def build_stages(p: Preset, run_dir: Path) -> list[Stage]:
             variant = "b" if row == "B-standard" else "d"
             extra = ["--kd-teacher", "{dep:" + teacher + "}/best.pth", "--kd-temperature", "20"] if kd else []
             stages.append(cls_stage(f"cls-{slug(row)}-{s}", row, p.model + variant, seed, extra,
-                                    deps=[teacher] if kd else [], cost=1.5 if kd else 1.0))
+                                    deps=[teacher] if kd else [], cost=cls_cost * (1.3 if kd else 1.0)))
 
     scenes = "data-fashion-scenes"
     stages.append(Stage(name=scenes, argv=["-m", "plugins.data.scenes", "--out", "{out}", "--train",
                                            str(p.scenes_train), "--val", str(p.scenes_val), "--image-size",
-                                           str(p.scene_size), "--seed", "0"], cost=0.3))
-    for seed in p.seeds:
+                                           str(p.scene_size), "--seed", "0"],
+                        cost=2 + (p.scenes_train + p.scenes_val) / 100))
+    for seed in p.transfer_seeds:
         s = f"s{seed}"
         for row in TRANSFER_ROWS:
             src = cls_stage_name(row, seed)
             model = p.model + ("b" if row == "B-standard" else "d")
             ckpt = "{dep:" + src + "}/backbone.pth"
             data = "{dep:" + scenes + "}"
-            det_cost = p.det_iters / (p.epochs * 40)
             stages.append(Stage(
                 name=f"det-mmdet-{slug(row)}-{s}",
                 argv=["-m", "mm_ext.train", MMDET_CONFIG, "--work-dir", "{out}", "--cfg-options",
                       f"model.backbone.model_name={model}", f"model.backbone.checkpoint={ckpt}",
                       *_mmdet_options(p.det_iters, p.transfer_batch), f"randomness.seed={seed}"],
-                deps=[src, scenes], parse=parse_mm, cost=det_cost, env={"FASHION_SCENES_ROOT": data + "/"}))
+                deps=[src, scenes], parse=parse_mm, cost=25 + p.det_iters * p.transfer_batch * 0.08, env={"FASHION_SCENES_ROOT": data + "/"}))
             stages.append(Stage(
                 name=f"det-d2-{slug(row)}-{s}",
                 argv=["-m", "d2_ext.train_net", "--config-file", D2_CONFIG, "--scenes-root", data,
                       "OUTPUT_DIR", "{out}", "TRICKS.TIMM.MODEL_NAME", model, "TRICKS.TIMM.CHECKPOINT", ckpt,
                       *_d2_options(p.det_iters, p.transfer_batch), "SEED", str(seed)],
-                deps=[src, scenes], parse=parse_d2, cost=det_cost))
+                deps=[src, scenes], parse=parse_d2, cost=12 + p.det_iters * p.transfer_batch * 0.04))
             stages.append(Stage(
                 name=f"seg-mmseg-{slug(row)}-{s}",
                 argv=["-m", "mm_ext.train", MMSEG_CONFIG, "--work-dir", "{out}", "--cfg-options",
                       f"model.backbone.model_name={model}", f"model.backbone.checkpoint={ckpt}",
                       *_mmseg_options(p.seg_iters, p.transfer_batch), f"randomness.seed={seed}"],
-                deps=[src, scenes], parse=parse_mm, cost=p.seg_iters / (p.epochs * 40),
+                deps=[src, scenes], parse=parse_mm, cost=25 + p.seg_iters * p.transfer_batch * 0.08,
                 env={"FASHION_SCENES_ROOT": data + "/"}))
     return stages
 

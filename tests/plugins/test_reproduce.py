@@ -78,6 +78,7 @@ def test_every_table_has_its_stages(preset, tmp_path):
     for seed in p.seeds:
         assert {cls_stage_name(r, seed) for r in STACKED_ROWS} <= names
         assert {f"cls-tweak-{v}-s{seed}" for v in TWEAK_ROWS} <= names
+    for seed in p.transfer_seeds:
         for r in TRANSFER_ROWS:
             assert {f"det-mmdet-{slug(r)}-s{seed}", f"det-d2-{slug(r)}-s{seed}", f"seg-mmseg-{slug(r)}-s{seed}"} <= names
     assert {"lr-trace-timm_ext", "lr-trace-mm_ext", "lr-trace-d2_ext"} <= names
