@@ -18,6 +18,17 @@ def pytest_configure(config):
     torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+@pytest.fixture(scope="session")
+def fashion_mnist():
+    """The Fashion-MNIST folder, or a skip (a failure in CI) when the Debian package is not installed."""
+    from plugins.data.fashion_mnist import fashion_mnist_root
+
+    root = fashion_mnist_root()
+    if not (root / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"Fashion-MNIST not installed under {root} (make install)")
+    return root
+
+
 def _fail_skip(report, where):
     reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else str(report.longrepr)
     report.outcome = "failed"

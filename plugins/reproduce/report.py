@@ -115,6 +115,7 @@ def _figures(run_dir: Path, tables: dict, results: dict, seeds) -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     names = []
     for key, (title, metric) in {"model_tweaks": ("Model tweaks: top-1", "top1"),
@@ -148,6 +149,7 @@ def _figures(run_dir: Path, tables: dict, results: dict, seeds) -> list[str]:
         if curve:
             ax.plot(range(1, len(curve) + 1), curve, marker="o", label=row)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel("val top-1 (%)")
     ax.set_title(f"Validation accuracy per epoch (seed {seeds[0]})")
     ax.legend(fontsize=7)

@@ -63,16 +63,6 @@ def one_thread():
 
 
 @pytest.fixture(scope="session")
-def fashion_mnist():
-    from plugins.data.fashion_mnist import fashion_mnist_root
-
-    root = fashion_mnist_root()
-    if not (root / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"Fashion-MNIST not installed under {root} (make install)")
-    return root
-
-
-@pytest.fixture(scope="session")
 def scenes(tmp_path_factory, fashion_mnist):
     """8 train / 4 val fashion scenes of 64 px."""
     from plugins.data.scenes import generate_scenes

@@ -6,8 +6,6 @@ import os
 import pytest
 import torch
 
-from plugins.data.fashion_mnist import fashion_mnist_root
-
 pytest.importorskip("timm")
 
 
@@ -17,14 +15,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="session")
-def fashion_mnist():
-    root = fashion_mnist_root()
-    if not (root / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"Fashion-MNIST not installed under {root} (make install)")
-    return root
 
 
 @pytest.fixture
