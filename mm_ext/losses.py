@@ -40,7 +40,22 @@ def _weight_reduce(loss: Tensor, weight: Tensor | None, reduction: str, avg_fact
     raise ValueError("avg_factor can not be used with reduction='sum'")
 
 
-class LabelSmoothingCrossEntropyLoss(nn.Module):
+class _NamedLoss(nn.Module):
+    """A loss module with MMSegmentation's ``loss_name`` contract (the key of the loss in the loss dict)."""
+
+    def __init__(self, loss_name: str) -> None:
+        super().__init__()
+        if not isinstance(loss_name, str) or not loss_name:
+            raise ValueError(f"loss_name must be a non-empty str, got {loss_name!r}")
+        self._loss_name = loss_name
+
+    @property
+    def loss_name(self) -> str:
+        """Key of this loss in a loss dict (``loss_`` prefix = part of MMEngine's total loss)."""
+        return self._loss_name
+
+
+class LabelSmoothingCrossEntropyLoss(_NamedLoss):
     """Softmax cross entropy against label-smoothed targets, a drop-in for OpenMMLab's ``CrossEntropyLoss``.
 
     With ``epsilon=0`` it returns what MMDetection's and MMSegmentation's ``CrossEntropyLoss(use_sigmoid=False)``
@@ -84,7 +99,7 @@ class LabelSmoothingCrossEntropyLoss(nn.Module):
         loss_name: str = "loss_ce",
         avg_non_ignore: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(loss_name)
         # A call on a dummy batch lets the plugin validate epsilon and form with its own messages.
         label_smoothing_cross_entropy(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), epsilon, form)
         self.epsilon = float(epsilon)
@@ -99,15 +114,7 @@ class LabelSmoothingCrossEntropyLoss(nn.Module):
         ):
             raise ValueError(f"class_weight must be None or a list of numbers (one per class), got {class_weight!r}")
         self.class_weight = None if class_weight is None else [float(w) for w in class_weight]
-        if not isinstance(loss_name, str) or not loss_name:
-            raise ValueError(f"loss_name must be a non-empty str, got {loss_name!r}")
-        self._loss_name = loss_name
         self.avg_non_ignore = bool(avg_non_ignore)
-
-    @property
-    def loss_name(self) -> str:
-        """Key of this loss in MMSegmentation's loss dict (``loss_`` prefix = part of the total loss)."""
-        return self._loss_name
 
     def forward(
         self,
@@ -152,7 +159,7 @@ class LabelSmoothingCrossEntropyLoss(nn.Module):
         )
 
 
-class KnowledgeDistillationLoss(nn.Module):
+class KnowledgeDistillationLoss(_NamedLoss):
     """The paper's distillation loss for a classifier head: ``loss_weight * plugins.losses.distillation_loss``.
 
     Called like an MMPretrain classification loss with the teacher's logits added:
@@ -176,19 +183,13 @@ class KnowledgeDistillationLoss(nn.Module):
         form: str = "paper",
         loss_name: str = "loss_kd",
     ) -> None:
-        super().__init__()
+        super().__init__(loss_name)
         logits = torch.zeros(1, 2)  # a dummy batch: the plugin validates temperature, epsilon and form
         distillation_loss(logits, logits, torch.zeros(1, dtype=torch.long), temperature, epsilon, form)
         self.temperature = float(temperature)
         self.loss_weight = float(loss_weight)
         self.epsilon = float(epsilon)
         self.form = form
-        self._loss_name = loss_name
-
-    @property
-    def loss_name(self) -> str:
-        """Key of this loss in a loss dict."""
-        return self._loss_name
 
     def forward(
         self,
