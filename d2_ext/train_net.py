@@ -63,7 +63,7 @@ def load_config(args):
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts or [])
     validate_tricks_config(cfg)
-    _check_solver(cfg)
+    _check_solver_and_classes(cfg)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logger.warning("no CUDA device: MODEL.DEVICE %s -> cpu", cfg.MODEL.DEVICE)
         cfg.MODEL.DEVICE = "cpu"
@@ -71,13 +71,19 @@ def load_config(args):
     return cfg
 
 
-def _check_solver(cfg) -> None:
-    """ValueError naming ``SOLVER.BASE_LR`` / ``SOLVER.IMS_PER_BATCH`` when out of range (they fail late otherwise)."""
+def _check_solver_and_classes(cfg) -> None:
+    """ValueError naming ``SOLVER.BASE_LR`` / ``SOLVER.IMS_PER_BATCH`` / ``MODEL.ROI_HEADS.NUM_CLASSES`` when out of
+    range (they fail late otherwise, the last one with an IndexError inside the box head)."""
     lr, batch = cfg.SOLVER.BASE_LR, cfg.SOLVER.IMS_PER_BATCH
     if isinstance(lr, bool) or not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"cfg.SOLVER.BASE_LR={lr!r} is not accepted; accepted: a finite number > 0")
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"cfg.SOLVER.IMS_PER_BATCH={batch!r} is not accepted; accepted: an int >= 1 (the global batch)")
+    classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
+        raise ValueError(
+            f"cfg.MODEL.ROI_HEADS.NUM_CLASSES={classes!r} is not accepted; accepted: an int >= 1 (foreground classes)"
+        )
 
 
 def _check_output_dir(cfg) -> None:

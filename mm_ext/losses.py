@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from plugins.losses import distillation_loss, label_smoothing_cross_entropy
+from plugins.losses import check_loss_args, distillation_loss, label_smoothing_cross_entropy
 
 _REDUCTIONS = ("none", "mean", "sum")
 
@@ -100,8 +100,7 @@ class LabelSmoothingCrossEntropyLoss(_NamedLoss):
         avg_non_ignore: bool = False,
     ) -> None:
         super().__init__(loss_name)
-        # A call on a dummy batch lets the plugin validate epsilon and form with its own messages.
-        label_smoothing_cross_entropy(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), epsilon, form)
+        check_loss_args(epsilon, form)
         self.epsilon = float(epsilon)
         self.form = form
         self.loss_weight = float(loss_weight)
@@ -184,8 +183,7 @@ class KnowledgeDistillationLoss(_NamedLoss):
         loss_name: str = "loss_kd",
     ) -> None:
         super().__init__(loss_name)
-        logits = torch.zeros(1, 2)  # a dummy batch: the plugin validates temperature, epsilon and form
-        distillation_loss(logits, logits, torch.zeros(1, dtype=torch.long), temperature, epsilon, form)
+        check_loss_args(epsilon, form, temperature)
         self.temperature = float(temperature)
         self.loss_weight = float(loss_weight)
         self.epsilon = float(epsilon)

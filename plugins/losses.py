@@ -25,6 +25,7 @@ from torch import Tensor, nn
 __all__ = [
     "SMOOTHING_FORMS",
     "DistillationLoss",
+    "check_loss_args",
     "LabelSmoothingCrossEntropy",
     "distillation_loss",
     "label_smoothing_cross_entropy",
@@ -52,6 +53,17 @@ def _check_temperature(temperature: float) -> float:
     if not ok or not math.isfinite(temperature) or temperature <= 0:
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     return float(temperature)
+
+
+def check_loss_args(epsilon: float = 0.0, form: str = "paper", temperature: float | None = None) -> None:
+    """Raise the losses' own ValueError if ``epsilon``, ``form`` or (when given) ``temperature`` is out of range.
+
+    For adapters that hold these values before any batch exists (an MMDetection loss is built from its config).
+    """
+    _check_epsilon(epsilon)
+    _check_choice("form", form, SMOOTHING_FORMS)
+    if temperature is not None:
+        _check_temperature(temperature)
 
 
 def _composite_smoothing(

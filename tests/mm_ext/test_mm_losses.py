@@ -237,3 +237,6 @@ def test_knowledge_distillation_loss():
         loss(student, labels)
     with pytest.raises(ValueError, match="avg_factor"):
         loss(student, labels, teacher_score=teacher, avg_factor=3)
+    for bad, name in [(dict(temperature=0.0), "temperature"), (dict(epsilon=-0.1), "epsilon"), (dict(form="x"), "form")]:
+        with pytest.raises(ValueError, match=name):
+            mm_ext.KnowledgeDistillationLoss(**bad)

@@ -6,6 +6,7 @@ from plugins.losses import (
     DistillationLoss,
     LabelSmoothingCrossEntropy,
     _composite_smoothing,
+    check_loss_args,
     distillation_loss,
     label_smoothing_cross_entropy,
     soft_target_cross_entropy,
@@ -225,12 +226,23 @@ def test_low_precision_logits_keep_their_dtype():
         (lambda x, y: distillation_loss(x, x[:2], y), "teacher_logits"),
         (lambda x, y: distillation_loss(x, x, torch.softmax(x, 1), epsilon=0.1), "epsilon"),
         (lambda x, y: DistillationLoss(temperature=-1), "temperature"),
+        (lambda x, y: check_loss_args(epsilon=1.0), "epsilon"),
+        (lambda x, y: check_loss_args(form="gluon"), "form"),
+        (lambda x, y: check_loss_args(temperature=float("nan")), "temperature"),
     ],
 )
 def test_invalid_arguments_name_the_argument(call, name):
     logits, target, _ = _data(ignore=False)
     with pytest.raises(ValueError, match=name):
         call(logits, target)
+
+
+def test_check_loss_args_accepts_what_the_losses_accept():
+    logits, target, _ = _data(ignore=False)
+    for eps, form, temperature in [(0.0, "paper", None), (0.1, "uniform", 1.0), (0.999, "paper", 20)]:
+        check_loss_args(eps, form, temperature)  # no error, and the losses agree
+        label_smoothing_cross_entropy(logits, target, eps, form)
+        distillation_loss(logits, logits, target, temperature or 20.0, eps, form)
 
 
 def test_uniform_epsilon_gives_the_paper_targets():
