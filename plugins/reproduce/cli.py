@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import json
 import os
 import platform
 import shlex
@@ -84,6 +85,27 @@ def select_stages(stages: list[Stage], pattern: str) -> list[Stage]:
     return [s for s in stages if s.name in wanted]
 
 
+def _report_only(run_dir: Path, preset) -> int:
+    path = run_dir / "results.json"
+    try:
+        data = json.loads(path.read_text())
+        stages, meta, sizes = data["stages"], data["meta"], data["preset"]
+    except FileNotFoundError:
+        print(f"error: --report-only: {path} does not exist; run the study first", file=sys.stderr)
+        return 2
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        print(f"error: --report-only: {path} is not a results.json of this study ({e})", file=sys.stderr)
+        return 2
+    if sizes != json.loads(json.dumps(preset.to_dict())):  # as stored: tuples become lists
+        print(f"error: --report-only: {path} was written with other sizes than preset {preset.name!r} has now; "
+              "rerun the study", file=sys.stderr)
+        return 2
+    report = write_report(run_dir, preset, stages, meta)
+    print(report.read_text())
+    print(f"report: {report}")
+    return 0
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m plugins.reproduce", description=__doc__)
     p.add_argument("--preset", default="quick", help=f"study size, one of {sorted(PRESETS)} (default: quick)")
@@ -92,6 +114,9 @@ def parse_args(argv=None):
     p.add_argument("--only", default=None, metavar="GLOB",
                    help="run only the stages whose name matches GLOB (and what they depend on), e.g. 'lr-trace-*'; "
                         "the report is written only for a full run")
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing: rewrite report.md and the figures from the run folder's results.json "
+                        "(after a change to the report code, which would otherwise invalidate every cached stage)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p.parse_args(argv)
 
@@ -109,6 +134,8 @@ def main(argv=None) -> int:
     except OSError as e:
         print(f"error: --out {args.out or run_dir}: cannot create the run folder ({e.strerror or e})", file=sys.stderr)
         return 2
+    if args.report_only:
+        return _report_only(run_dir, preset)
     stages = build_stages(preset, run_dir)
     stages += lr_trace_stages("data-fashion-scenes", preset.model)
     if args.only:

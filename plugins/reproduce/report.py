@@ -48,6 +48,19 @@ def collect(results: dict[str, dict], seeds) -> dict:
     return tables
 
 
+def _delta(cur: list[float], prev: list[float]) -> str:
+    """Δ of a row against the previous one. With several seeds, both lists per seed (same order): the mean and
+    standard deviation of the per-seed differences, and on how many seeds the difference has the mean's sign."""
+    if not cur or not prev:
+        return ""
+    if len(cur) == 1 or len(cur) != len(prev):
+        return f"{_stats(cur)[0] - _stats(prev)[0]:+.2f}"
+    diffs = [a - b for a, b in zip(cur, prev, strict=True)]
+    mean, sd = _stats(diffs)
+    agree = sum(1 for d in diffs if (d > 0) == (mean > 0) and d != 0)
+    return f"{mean:+.2f} ± {sd:.2f} ({agree}/{len(diffs)})"
+
+
 def _table(title, rows, metric_cols, ref=None, ref_fmt=None):
     head = ["row", *[f"ours: {m}" for m, _ in metric_cols], "Δ vs previous row"]
     if ref is not None:
@@ -57,8 +70,8 @@ def _table(title, rows, metric_cols, ref=None, ref_fmt=None):
     for name, vals in rows.items():
         first_key = metric_cols[0][0]
         cells = [name] + [(_cell(vals[k]) if vals[k] else "n/a") for k, _ in metric_cols]
-        cur = _stats(vals[first_key])[0] if vals[first_key] else None
-        cells.append("" if prev is None or cur is None else f"{cur - prev:+.2f}")
+        cur = vals[first_key]
+        cells.append("" if prev is None else _delta(cur, prev))
         if ref is not None:
             r = ref.get(name)
             rv = r[ref_fmt] if isinstance(r, tuple) else r
@@ -68,6 +81,16 @@ def _table(title, rows, metric_cols, ref=None, ref_fmt=None):
         prev = cur
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _transfer_caveat(preset) -> str:
+    if preset.det_iters < 200:
+        return (f"**At this scale the transfer runs are too short to rank backbones** ({preset.det_iters} iterations "
+                "from a backbone trained for minutes): they show that every exported backbone loads and trains "
+                "end to end in each framework. The `full` preset is the measurement.")
+    seeds = list(preset.transfer_seeds)
+    return (f"Transfer rows are one detector or segmenter run per backbone (backbone seed(s) {seeds}): no spread is "
+            "measured for them, so small differences there are not evidence either way.")
 
 
 def write_report(run_dir: Path, preset, results: dict[str, dict], meta: dict) -> Path:
@@ -87,9 +110,9 @@ def write_report(run_dir: Path, preset, results: dict[str, dict], meta: dict) ->
           f"{preset.det_iters} detector and {preset.seg_iters} segmenter iterations per backbone "
           f"(backbones of seed(s) {list(preset.transfer_seeds)}). "
           "The paper's figures are ImageNet / VOC / ADE20K with ResNet-50: compare directions, not levels.",
-          *([f"**At this scale the transfer runs are too short to rank backbones** ({preset.det_iters} iterations "
-             "from a backbone trained for minutes): they show that every exported backbone loads and trains "
-             "end to end in each framework. The `full` preset is the measurement."] if preset.det_iters < 1000 else []),
+          *(["With several seeds, Δ is the mean ± standard deviation of the per-seed differences and, in "
+             "brackets, on how many seeds the difference has the sign of the mean."] if len(seeds) > 1 else []),
+          _transfer_caveat(preset),
           "",
           _table("Model tweaks (same efficient recipe)", tables["model_tweaks"], [("top1", "top-1")],
                  reference.MODEL_TWEAKS_TOP1),
@@ -152,7 +175,8 @@ def _figures(run_dir: Path, tables: dict, results: dict, seeds) -> list[str]:
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel("val top-1 (%)")
     ax.set_title(f"Validation accuracy per epoch (seed {seeds[0]})")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(run_dir / "val_top1_per_epoch.png", dpi=120)
     plt.close(fig)

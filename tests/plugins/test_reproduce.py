@@ -96,12 +96,27 @@ def test_report_tables_show_deltas_and_seed_spread(tmp_path):
     write_report(tmp_path, p, results, {"command": "cmd", "machine": "m", "wall_time": "1 min"})
     md = (tmp_path / "report.md").read_text()
     # rows differ by 1.0 on every seed; seeds 0, 1, 2 give a standard deviation of 1.0
-    assert "| + cosine | 83.00 ± 1.00 | +1.00 | 77.91 | +0.75 |" in md
+    assert "| + cosine | 83.00 ± 1.00 | +1.00 ± 0.00 (3/3) | 77.91 | +0.75 |" in md
     assert "| B-standard | 81.00 ± 1.00 |  | 75.30 |  |" in md
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["tables"]["stacked"]["D-efficient"]["top1"] == [81.0, 82.0, 83.0]
     assert (tmp_path / "bars_stacked.png").stat().st_size > 1000
     assert "n/a" in md, "missing transfer results are shown as n/a, not dropped"
+
+
+def test_report_deltas_are_paired_over_seeds(tmp_path):
+    """Δ is formed per seed: a row that is better on two seeds and worse on one shows that, not only the means."""
+    p = get_preset("full")
+    assert len(p.seeds) == 3
+    tweaks = {"A": [80.0, 81.0, 82.0], "B": [80.5, 82.0, 81.5], "C": [80.5, 82.0, 81.5], "D": [85.0, 85.0, 85.0]}
+    results = {f"cls-tweak-{v}-s{s}": {"val_top1": tweaks[v][i]} for v in TWEAK_ROWS for i, s in enumerate(p.seeds)}
+    write_report(tmp_path, p, results, {"command": "cmd", "machine": "m", "wall_time": "1 min"})
+    md = (tmp_path / "report.md").read_text()
+    # B - A per seed: +0.5, +1.0, -0.5 -> mean 0.333, sd 0.764, two of three seeds positive
+    assert "| B | 81.33 ± 0.76 | +0.33 ± 0.76 (2/3) |" in md
+    assert "| C | 81.33 ± 0.76 | +0.00 ± 0.00 (0/3) |" in md, "no difference agrees with no sign"
+    assert "| D | 85.00 ± 0.00 | +3.67 ± 0.76 (3/3) |" in md
+    assert "no spread is measured" in md, "single-run transfer rows say they carry no spread"
 
 
 def test_cli_lists_stages(capsys, tmp_path):
@@ -112,3 +127,23 @@ def test_cli_lists_stages(capsys, tmp_path):
     assert "cls-teacher-s0" in out and "lr-trace-d2_ext" in out
     assert main(["--preset", "nope", "--list"]) == 2
     assert sys.executable
+
+
+def test_report_only_rewrites_the_report_from_results_json(tmp_path, capsys):
+    """--report-only runs no stage: it re-renders from results.json, keeping the original command and wall time."""
+    from plugins.reproduce.cli import main
+
+    p = get_preset("quick")
+    results = {f"cls-tweak-{v}-s0": {"val_top1": 80.0 + i} for i, v in enumerate(TWEAK_ROWS)}
+    meta = {"command": "python -m plugins.reproduce --preset quick", "machine": "m", "wall_time": "17.7 min"}
+    write_report(tmp_path, p, results, meta)
+    (tmp_path / "report.md").write_text("stale")
+    assert main(["--preset", "quick", "--out", str(tmp_path), "--report-only"]) == 0
+    md = (tmp_path / "report.md").read_text()
+    assert "Wall time: 17.7 min" in md and "| D | 83.00 | +1.00 |" in md
+    assert not (tmp_path / "stages").exists() and not (tmp_path / "recipes").exists(), "nothing ran"
+    # a results.json of other sizes, or none, is refused with a one-line error naming the option
+    assert main(["--preset", "full", "--out", str(tmp_path), "--report-only"]) == 2
+    assert "other sizes than preset 'full'" in capsys.readouterr().err
+    assert main(["--preset", "quick", "--out", str(tmp_path / "empty"), "--report-only"]) == 2
+    assert "does not exist; run the study first" in capsys.readouterr().err
