@@ -48,11 +48,11 @@ PRESETS = {
     "quick": Preset(name="quick", seeds=(0,), epochs=2, teacher_epochs=2, train_subset=5000, val_subset=2000,
                     img_size=28, batch_size=64, scenes_train=200, scenes_val=50, scene_size=128,
                     det_iters=100, seg_iters=100, transfer_batch=4),
-    # About 1.5 hours on an idle 2-core CPU: 33 classification runs of 4 epochs on 10,000 images (3 seeds),
-    # and 400-iteration transfers of seed 0's backbones into the three detectors/segmenters.
+    # About 1.7 hours on an idle 2-core CPU: 33 classification runs of 4 epochs on 10,000 images (3 seeds),
+    # and 600-iteration transfers of seed 0's backbones into the three detectors/segmenters.
     "full": Preset(name="full", seeds=(0, 1, 2), epochs=4, teacher_epochs=5, train_subset=10000, val_subset=2000,
                    img_size=28, batch_size=64, scenes_train=1000, scenes_val=200, scene_size=128,
-                   det_iters=400, seg_iters=400, transfer_batch=4, transfer_seeds=(0,)),
+                   det_iters=600, seg_iters=600, transfer_batch=4, transfer_seeds=(0,)),
 }
 
 
