@@ -115,8 +115,8 @@ def parse_args(argv=None):
                    help="run only the stages whose name matches GLOB (and what they depend on), e.g. 'lr-trace-*'; "
                         "the report is written only for a full run")
     p.add_argument("--report-only", action="store_true",
-                   help="run nothing: rewrite report.md and the figures from the run folder's results.json "
-                        "(after a change to the report code, which would otherwise invalidate every cached stage)")
+                   help="run nothing: rewrite report.md and the figures from the run folder's results.json, "
+                        "keeping the command and wall time of the run that made it")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p.parse_args(argv)
 
@@ -166,7 +166,7 @@ def main(argv=None) -> int:
         return 0
     wall = time.time() - t0
     meta = {"command": command.strip(), "machine": machine(), "wall_time": f"{wall / 60:.1f} min"}
-    report = write_report(run_dir, preset, results, meta)
+    report = write_report(run_dir, preset, results, meta, {s.name: pipe.stage_dir(s.name) for s in stages})
     print(report.read_text())
     print(f"report: {report}")
     return 0

@@ -93,8 +93,31 @@ def _transfer_caveat(preset) -> str:
             "measured for them, so small differences there are not evidence either way.")
 
 
-def write_report(run_dir: Path, preset, results: dict[str, dict], meta: dict) -> Path:
+def stage_seconds(run_dir: Path, names, stage_dirs: dict[str, Path] | None = None) -> float | None:
+    """Sum of the recorded run times of the named stages, over every invocation that ran one of them.
+
+    ``stage_dirs`` maps names to their folders (the pipeline knows them); without it each name's newest finished
+    ``stages/<name>-<hash>/`` is used. A resumed stage counts from its resume. None if a stage has no record.
+    """
+    total = 0.0
+    for name in names:
+        if stage_dirs is not None:
+            markers = [stage_dirs[name] / "stage.json"]
+        else:
+            markers = sorted(Path(run_dir, "stages").glob(f"{name}-*/stage.json"), key=lambda p: p.stat().st_mtime)
+        try:
+            total += float(json.loads(markers[-1].read_text())["seconds"])
+        except (IndexError, OSError, ValueError, KeyError, TypeError):
+            return None
+    return total
+
+
+def write_report(run_dir: Path, preset, results: dict[str, dict], meta: dict,
+                 stage_dirs: dict[str, Path] | None = None) -> Path:
     seeds = list(preset.seeds)
+    if "stage_time" not in meta:
+        spent = stage_seconds(run_dir, sorted(results), stage_dirs)
+        meta = {**meta, "stage_time": None if spent is None else f"{spent / 60:.1f} min"}
     tables = collect(results, seeds)  # transfer rows hold the transfer seeds' values only
     out = {"preset": preset.to_dict(), "meta": meta, "tables": tables, "stages": results}
     tmp = run_dir / "results.json.tmp"
@@ -103,7 +126,9 @@ def write_report(run_dir: Path, preset, results: dict[str, dict], meta: dict) ->
     figures = _figures(run_dir, tables, results, seeds)
     spread = "mean ± standard deviation over seeds " + str(seeds) if len(seeds) > 1 else f"one seed ({seeds[0]})"
     md = [f"# Bag of tricks, reproduced small: preset `{preset.name}`", "",
-          f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}  ", f"Wall time: {meta['wall_time']}  ",
+          f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}  ",
+          f"Wall time: {meta['wall_time']} (this invocation)"
+          + (f"; stage time, all invocations: {meta['stage_time']}" if meta.get("stage_time") else "") + "  ",
           f"Figures are {spread}. Classification: Fashion-MNIST val top-1 (%) of `{preset.model}*` "
           f"({preset.epochs} epochs, {preset.train_subset or 60000} train / {preset.val_subset or 10000} val images). "
           f"Transfer: fashion scenes ({preset.scenes_train} train / {preset.scenes_val} val, {preset.scene_size} px), "

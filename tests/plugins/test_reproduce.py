@@ -147,3 +147,26 @@ def test_report_only_rewrites_the_report_from_results_json(tmp_path, capsys):
     assert "other sizes than preset 'full'" in capsys.readouterr().err
     assert main(["--preset", "quick", "--out", str(tmp_path / "empty"), "--report-only"]) == 2
     assert "does not exist; run the study first" in capsys.readouterr().err
+
+
+def test_report_counts_stage_time_over_invocations(tmp_path):
+    """An interrupted and resumed study reports the sum of its stages' run times, not only the last invocation's."""
+    import os
+
+    p = get_preset("quick")
+    results = {f"cls-tweak-{v}-s0": {"val_top1": 80.0} for v in TWEAK_ROWS}
+    for name in results:
+        (tmp_path / "stages" / f"{name}-new").mkdir(parents=True)
+        (tmp_path / "stages" / f"{name}-new" / "stage.json").write_text(json.dumps({"seconds": 30.0}))
+    stale = tmp_path / "stages" / "cls-tweak-A-s0-old" / "stage.json"  # an older code version's run of one stage
+    stale.parent.mkdir()
+    stale.write_text(json.dumps({"seconds": 100.0}))
+    os.utime(stale, (1, 1))
+    write_report(tmp_path, p, results, {"command": "c", "machine": "m", "wall_time": "0.5 min"})
+    md = (tmp_path / "report.md").read_text()
+    assert "Wall time: 0.5 min (this invocation); stage time, all invocations: 2.0 min" in md
+    # the pipeline's own folders win over the newest-folder rule
+    dirs = {name: tmp_path / "stages" / f"{name}-new" for name in results}
+    dirs["cls-tweak-A-s0"] = stale.parent
+    write_report(tmp_path, p, results, {"command": "c", "machine": "m", "wall_time": "0.5 min"}, dirs)
+    assert "stage time, all invocations: 3.2 min" in (tmp_path / "report.md").read_text()
