@@ -143,8 +143,11 @@ class Pipeline:
             _atomic_write_json(marker, {"name": stage.name, "argv": argv, "seconds": round(dt, 1),
                                         "resumed": resumed, "metrics": metrics})
             self.results[stage.name] = metrics
-            spent_running += dt
-            done_cost += stage.cost
+            if resumed:  # only part of its work ran: it would skew the seconds-per-cost rate
+                total_cost -= stage.cost
+            else:
+                spent_running += dt
+                done_cost += stage.cost
             shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, int | float))
             self.echo(f"    done in {_fmt(dt)}" + (f": {shown}" if shown else ""))
         return self.results

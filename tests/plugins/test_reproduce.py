@@ -64,6 +64,35 @@ def test_interrupted_stage_resumes_with_its_resume_arguments(tmp_path):
     assert res["s"] == {"resumed_ok": 1} and marker["resumed"] is True and marker["argv"][-1] == "--resume"
 
 
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_stage_costs_weigh_like_the_work(preset, tmp_path):
+    """Costs drive the remaining-time estimate: runs of the same size cost the same, the deeper teacher and the
+    distilled runs more (a tweak run once cost 1.0 instead of ~60 seconds and the estimate read 46 hours)."""
+    p = get_preset(preset)
+    cost = {s.name: s.cost for s in build_stages(p, tmp_path)}
+    plain = cost["cls-cosine-s0"]
+    assert all(cost[f"cls-tweak-{v}-s0"] == plain for v in TWEAK_ROWS)
+    assert cost["cls-teacher-s0"] > plain and cost["cls-distillation-s0"] > plain
+    assert min(cost.values()) >= 5.0, "every stage costs at least seconds of process start-up"
+
+
+def test_remaining_time_ignores_a_resumed_stage(tmp_path):
+    """A resumed stage ran only its rest: it must not make the seconds-per-cost rate look small."""
+    script = ("import pathlib,sys; out=pathlib.Path(sys.argv[1]); "
+              "(out/'partial').write_text('x') if len(sys.argv) == 2 else None; "
+              "sys.exit(1 if len(sys.argv) == 2 else 0)")
+    resumable = Stage("r", ["-c", script, "{out}"], cost=1000.0, resume_argv=["--resume"], resume_marker="partial")
+    stages = [resumable, Stage("a", ["-c", "import time; time.sleep(1.1)"], cost=1.0), Stage("b", ["-c", "0"], cost=100.0)]
+    with pytest.raises(RuntimeError):
+        Pipeline(tmp_path, stages, echo=lambda *_: None).run()
+    lines = []
+    Pipeline(tmp_path, stages, echo=lines.append).run()
+    remaining = [line.rsplit("est. remaining ", 1)[1] for line in lines if "est. remaining" in line]
+    # "a" took ~1.1 s for 1 cost unit, so "b" (100 units) is about two minutes away; counting the resumed
+    # stage's short rest as 1000 units of work would have made it read 0:00:00
+    assert remaining[2][:5] in ("0:01:", "0:02:"), lines
+
+
 def test_unknown_preset_is_a_clear_error():
     with pytest.raises(ValueError, match=r"--preset: unknown preset 'huge'; accepted: \['full', 'quick'\]"):
         get_preset("huge")
