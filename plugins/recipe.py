@@ -90,6 +90,8 @@ class Recipe:
         # A yaml or JSON list must still hash: store milestones as a tuple. An invalid recipe cannot exist.
         if isinstance(self.step_milestones, list):
             object.__setattr__(self, "step_milestones", tuple(self.step_milestones))
+        if isinstance(self.variant, str):  # "D" as in the paper's "ResNet-D" means "d"
+            object.__setattr__(self, "variant", self.variant.lower())
         self.validate()
 
     # ---- validation -------------------------------------------------------------------------------

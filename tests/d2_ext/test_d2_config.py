@@ -115,7 +115,9 @@ def test_get_config_file():
 def test_the_expected_configs_are_shipped():
     for name in ("faster_rcnn_timm_R_50_D_FPN_baseline_voc.yaml", "faster_rcnn_timm_R_50_D_FPN_tricks_voc.yaml",
                  "faster_rcnn_timm_R_26n_D_FPN_baseline_fashion_scenes.yaml",
-                 "faster_rcnn_timm_R_26n_D_FPN_tricks_fashion_scenes.yaml"):
+                 "faster_rcnn_timm_R_26n_D_FPN_tricks_fashion_scenes.yaml",
+                 "faster_rcnn_timm_R_50_D_FPN_baseline_fashion_scenes.yaml",
+                 "faster_rcnn_timm_R_50_D_FPN_tricks_fashion_scenes.yaml"):
         assert name in SHIPPED
 
 

@@ -24,11 +24,15 @@ def test_the_expected_configs_are_shipped():
         "faster-rcnn_timm-r26nd_fpn_baseline_fashion-scenes.py",
         "faster-rcnn_timm-r26nd_fpn_tricks_fashion-scenes.py",
         "faster-rcnn_timm-r50d_fpn_baseline-1x_voc0712.py",
+        "faster-rcnn_timm-r50d_fpn_baseline_fashion-scenes.py",
         "faster-rcnn_timm-r50d_fpn_tricks-1x_voc0712.py",
+        "faster-rcnn_timm-r50d_fpn_tricks_fashion-scenes.py",
         "fcn_timm-r26nd-d8_baseline_fashion-scenes.py",
         "fcn_timm-r26nd-d8_tricks_fashion-scenes.py",
         "fcn_timm-r50d-d8_baseline_ade20k-512x512.py",
+        "fcn_timm-r50d-d8_baseline_fashion-scenes.py",
         "fcn_timm-r50d-d8_tricks_ade20k-512x512.py",
+        "fcn_timm-r50d-d8_tricks_fashion-scenes.py",
     ]
 
 
@@ -46,6 +50,7 @@ def test_config_builds_its_model(path):
         model = MODELS.build(cfg.model)
     backbone = model.backbone
     assert isinstance(backbone, mm_ext.TimmTransferBackbone)
+    assert cfg.model.backbone.model_name == ("tricks_resnet50d" if "r50d" in path.name else "tricks_resnet26nd")
     if path.name.startswith("fcn"):
         assert backbone.out_strides[-1] == 8, "D8: the last stage at stride 8"
         assert cfg.model.decode_head.in_channels == backbone.out_channels[cfg.model.decode_head.in_index]

@@ -107,6 +107,13 @@ def test_unknown_key_lists_accepted_fields():
     assert "base_lr" in str(info.value) and "mixup_alpha" in str(info.value)
 
 
+def test_variant_is_case_insensitive():
+    """"ResNet-D" in the paper: variant "D" means "d", in code and in yaml."""
+    assert Recipe(variant="D").variant == "d"
+    assert Recipe.from_yaml("variant: B\n").variant == "b"
+    assert Recipe(variant="D") == Recipe(variant="d")
+
+
 def test_cosine_recipe_ignores_milestones_beyond_short_runs():
     Recipe(schedule="cosine", epochs=10).validate()  # default milestones (30, 60, 90) are unused here
 
