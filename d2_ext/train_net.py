@@ -16,6 +16,7 @@ global batch either way.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -106,19 +107,42 @@ def _ensure_scenes(args) -> None:
                     image_size=args.scenes_size, seed=args.scenes_seed)
 
 
+@contextlib.contextmanager
+def _earlier_config_kept_on_failure(output_dir: str):
+    """``default_setup`` overwrites ``OUTPUT_DIR/config.yaml``; if setting up then fails (a backbone that does
+    not fit, missing data), put the earlier run's file back, atomically, so a failed command loses nothing."""
+    path = os.path.join(output_dir, "config.yaml")
+    earlier = None
+    if comm.is_main_process() and os.path.isfile(path):
+        with open(path, "rb") as f:
+            earlier = f.read()
+    try:
+        yield
+    except BaseException:
+        if earlier is not None:
+            with open(path + ".tmp", "wb") as f:
+                f.write(earlier)
+            os.replace(path + ".tmp", path)
+        raise
+
+
 def main(args):
     """Run in every worker: register the data, build the config, then train or evaluate."""
     if args.scenes_root:
         register_fashion_scenes(args.scenes_root)
     cfg = load_config(args)
-    default_setup(cfg, args)
-    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="d2_ext")
+    with _earlier_config_kept_on_failure(cfg.OUTPUT_DIR):
+        default_setup(cfg, args)
+        setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="d2_ext")
+        if args.eval_only:
+            model = Trainer.build_model(cfg)
+            DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS,
+                                                                                 resume=args.resume)
+        else:
+            trainer = Trainer(cfg)
+            trainer.resume_or_load(resume=args.resume)
     if args.eval_only:
-        model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         return Trainer.test(cfg, model)
-    trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
     return trainer.train()
 
 
