@@ -15,7 +15,7 @@ from pathlib import Path
 from .pipeline import Pipeline, Stage
 from .presets import PRESETS, get_preset
 from .report import read_lr_csv, write_report
-from .study import build_stages
+from .study import D2_SOURCES, MM_SOURCES, TIMM_SOURCES, build_stages
 
 TRACE_STEPS, TRACE_WARMUP, TRACE_LR = 60, 20, 0.02
 
@@ -56,11 +56,13 @@ def lr_trace_stages(scenes_stage: str, model: str) -> list[Stage]:
                                     "fashion_mnist", "--train-subset", str(TRACE_STEPS // 3 * 32), "--val-subset",
                                     "64", "-b", "32", "--epochs", "3", "--warmup-epochs", "1", "--sched", "cosine",
                                     "--lr", str(TRACE_LR), "--min-lr", "0", "--mixup", "0", "--no-progress",
-                                    "--output", "{out}"], cost=8, parse=_trace_parser("timm_ext")),
+                                    "--output", "{out}"], cost=8, parse=_trace_parser("timm_ext"),
+              sources=TIMM_SOURCES),
         Stage("lr-trace-mm_ext", ["-m", "mm_ext.train", "mm_ext/configs/faster-rcnn_timm-r26nd_fpn_tricks_fashion-scenes.py",
                                   "--work-dir", "{out}", "--cfg-options", f"model.backbone.model_name={model}d",
                                   "model.backbone.checkpoint=None", *common_mm],
-              deps=[scenes_stage], cost=32, parse=_trace_parser("mm_ext"), env={"FASHION_SCENES_ROOT": data + "/"}),
+              deps=[scenes_stage], cost=32, parse=_trace_parser("mm_ext"), env={"FASHION_SCENES_ROOT": data + "/"},
+              sources=MM_SOURCES),
         Stage("lr-trace-d2_ext", ["-m", "d2_ext.train_net", "--config-file",
                                   "d2_ext/configs/faster_rcnn_timm_R_26n_D_FPN_tricks_fashion_scenes.yaml",
                                   "--scenes-root", data, "OUTPUT_DIR", "{out}", "TRICKS.TIMM.MODEL_NAME", model + "d",
@@ -68,7 +70,7 @@ def lr_trace_stages(scenes_stage: str, model: str) -> list[Stage]:
                                   "SOLVER.BASE_LR", str(TRACE_LR), "TRICKS.BASE_BATCH_SIZE", "0",
                                   "TRICKS.WARMUP_ITERS", str(TRACE_WARMUP), "TRICKS.MIN_LR_RATIO", "0.0",
                                   "TEST.EVAL_PERIOD", "0", "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0"],
-              deps=[scenes_stage], cost=14, parse=_trace_parser("d2_ext")),
+              deps=[scenes_stage], cost=14, parse=_trace_parser("d2_ext"), sources=D2_SOURCES),
     ]
 
 

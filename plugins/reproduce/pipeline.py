@@ -2,9 +2,10 @@
 
 A stage is one command (a training or an evaluation) with its own output folder
 ``<run>/stages/<name>-<hash>/``. The hash covers the command line, the hashes of the stages it depends on and
-the project's source code, so a rerun with nothing changed skips every finished stage, and a change anywhere
-reruns what it affects. A stage is finished when its ``stage.json`` exists (written atomically, last); a folder
-without it is an interrupted stage, which is resumed when its command supports it or started over.
+the sources of the project packages it runs, so a rerun with nothing changed skips every finished stage, and
+a change reruns what it affects (an edit in d2_ext reruns the Detectron2 stages, not the classification).
+A stage is finished when its ``stage.json`` exists (written atomically, last); a folder without it is an
+interrupted stage, which is resumed when its command supports it or started over.
 """
 
 from __future__ import annotations
@@ -23,14 +24,17 @@ _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _SOURCE_PACKAGES = ("plugins", "timm_ext", "mm_ext", "d2_ext")
 
 
-def source_hash() -> str:
-    """Hash of the project's Python sources and shipped configs (what a stage's result depends on)."""
+def source_hash(package: str) -> str:
+    """Hash of one project package's Python sources and shipped configs (what a stage's result depends on).
+
+    ``plugins/reproduce`` (this study's own code: presets, report) is left out: a stage's command already
+    carries every size it uses.
+    """
     h = hashlib.sha256()
-    for pkg in _SOURCE_PACKAGES:
-        for path in sorted((_PROJECT_ROOT / pkg).rglob("*")):
-            if path.suffix in {".py", ".yaml"} and "__pycache__" not in path.parts and "reproduce" not in path.parts:
-                h.update(str(path.relative_to(_PROJECT_ROOT)).encode())
-                h.update(path.read_bytes())
+    for path in sorted((_PROJECT_ROOT / package).rglob("*")):
+        if path.suffix in {".py", ".yaml"} and "__pycache__" not in path.parts and "reproduce" not in path.parts:
+            h.update(str(path.relative_to(_PROJECT_ROOT)).encode())
+            h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -46,6 +50,7 @@ class Stage:
         resume_argv: extra arguments that resume an interrupted run (``{out}`` allowed), or None.
         resume_marker: file in the output folder whose presence means the run can be resumed.
         parse: function(out_dir) -> dict of metrics, stored in stage.json.
+        sources: the project packages the command runs (default all four); a change elsewhere keeps it cached.
     """
 
     name: str
@@ -56,6 +61,7 @@ class Stage:
     resume_marker: str | None = None
     parse: Callable[[Path], dict] | None = None
     env: dict[str, str] = field(default_factory=dict)
+    sources: tuple[str, ...] = _SOURCE_PACKAGES
 
 
 def _atomic_write_json(path: Path, obj) -> None:
@@ -80,7 +86,10 @@ class Pipeline:
         self.stages = stages
         self.python = python
         self.echo = echo
-        self._src = source_hash()
+        unknown = {p for s in stages for p in s.sources} - set(_SOURCE_PACKAGES)
+        if unknown:
+            raise ValueError(f"stage sources must be among {_SOURCE_PACKAGES}, got {sorted(unknown)}")
+        self._src = {package: source_hash(package) for package in _SOURCE_PACKAGES}
         self._dirs: dict[str, Path] = {}
         self.results: dict[str, dict] = {}
 
@@ -89,7 +98,7 @@ class Pipeline:
 
     def _key(self, stage: Stage) -> str:
         payload = json.dumps({"argv": stage.argv, "deps": [self._dirs[d].name for d in stage.deps],
-                              "env": stage.env, "src": self._src}, sort_keys=True)
+                              "env": stage.env, "src": [self._src[p] for p in stage.sources]}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
     def _expand(self, args: list[str], out: Path) -> list[str]:

@@ -26,6 +26,10 @@ STACKED_ROWS = ["B-standard", "D-efficient", "+ cosine", "+ label smoothing", "+
                 "+ distillation + mixup"]
 TRANSFER_ROWS = ["B-standard", "D-efficient", "+ cosine", "+ label smoothing", "+ mixup"]
 
+# The project packages each kind of stage runs (mm_ext and d2_ext build their backbones with timm_ext).
+TIMM_SOURCES = ("plugins", "timm_ext")
+MM_SOURCES = ("plugins", "timm_ext", "mm_ext")
+D2_SOURCES = ("plugins", "timm_ext", "d2_ext")
 MMDET_CONFIG = "mm_ext/configs/faster-rcnn_timm-r26nd_fpn_baseline_fashion-scenes.py"
 MMSEG_CONFIG = "mm_ext/configs/fcn_timm-r26nd-d8_baseline_fashion-scenes.py"
 D2_CONFIG = "d2_ext/configs/faster_rcnn_timm_R_26n_D_FPN_baseline_fashion_scenes.yaml"
@@ -156,7 +160,7 @@ def build_stages(p: Preset, run_dir: Path) -> list[Stage]:
         return Stage(name=name, argv=["-m", "timm_ext.train", "--model", model, "--recipe", str(recipe),
                                       "--seed", str(seed), *common, *extra],
                      cost=cost, deps=list(deps), resume_argv=["--resume", "{out}/last.pth"],
-                     resume_marker="last.pth", parse=parse_classification)
+                     resume_marker="last.pth", parse=parse_classification, sources=TIMM_SOURCES)
 
     for seed in p.seeds:
         s = f"s{seed}"
@@ -178,7 +182,7 @@ def build_stages(p: Preset, run_dir: Path) -> list[Stage]:
     stages.append(Stage(name=scenes, argv=["-m", "plugins.data.scenes", "--out", "{out}", "--train",
                                            str(p.scenes_train), "--val", str(p.scenes_val), "--image-size",
                                            str(p.scene_size), "--seed", "0"],
-                        cost=3 + (p.scenes_train + p.scenes_val) / 100))
+                        cost=3 + (p.scenes_train + p.scenes_val) / 100, sources=("plugins",)))
     for seed in p.transfer_seeds:
         s = f"s{seed}"
         for row in TRANSFER_ROWS:
@@ -191,20 +195,22 @@ def build_stages(p: Preset, run_dir: Path) -> list[Stage]:
                 argv=["-m", "mm_ext.train", MMDET_CONFIG, "--work-dir", "{out}", "--cfg-options",
                       f"model.backbone.model_name={model}", f"model.backbone.checkpoint={ckpt}",
                       *_mmdet_options(p.det_iters, p.transfer_batch), f"randomness.seed={seed}"],
-                deps=[src, scenes], parse=parse_mm, cost=25 + p.det_iters * p.transfer_batch * 0.18, env={"FASHION_SCENES_ROOT": data + "/"}))
+                deps=[src, scenes], parse=parse_mm, cost=25 + p.det_iters * p.transfer_batch * 0.18,
+                env={"FASHION_SCENES_ROOT": data + "/"}, sources=MM_SOURCES))
             stages.append(Stage(
                 name=f"det-d2-{slug(row)}-{s}",
                 argv=["-m", "d2_ext.train_net", "--config-file", D2_CONFIG, "--scenes-root", data,
                       "OUTPUT_DIR", "{out}", "TRICKS.TIMM.MODEL_NAME", model, "TRICKS.TIMM.CHECKPOINT", ckpt,
                       *_d2_options(p.det_iters, p.transfer_batch), "SEED", str(seed)],
-                deps=[src, scenes], parse=parse_d2, cost=12 + p.det_iters * p.transfer_batch * 0.065))
+                deps=[src, scenes], parse=parse_d2, cost=12 + p.det_iters * p.transfer_batch * 0.065,
+                sources=D2_SOURCES))
             stages.append(Stage(
                 name=f"seg-mmseg-{slug(row)}-{s}",
                 argv=["-m", "mm_ext.train", MMSEG_CONFIG, "--work-dir", "{out}", "--cfg-options",
                       f"model.backbone.model_name={model}", f"model.backbone.checkpoint={ckpt}",
                       *_mmseg_options(p.seg_iters, p.transfer_batch), f"randomness.seed={seed}"],
                 deps=[src, scenes], parse=parse_mm, cost=20 + p.seg_iters * p.transfer_batch * 0.05,
-                env={"FASHION_SCENES_ROOT": data + "/"}))
+                env={"FASHION_SCENES_ROOT": data + "/"}, sources=MM_SOURCES))
     return stages
 
 

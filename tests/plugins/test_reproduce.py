@@ -36,6 +36,45 @@ def test_second_run_is_cached_and_a_changed_input_reruns(tmp_path):
     assert counter.read_text() == "2" and res["s1"]["count"] == 2, "a changed command must rerun"
 
 
+def test_a_source_change_reruns_only_the_stages_that_run_that_package(tmp_path, monkeypatch):
+    """An edit in d2_ext reruns the Detectron2 stages, not the classification; an edit in plugins reruns both."""
+    from plugins.reproduce import pipeline
+
+    root = tmp_path / "project"
+    for package in ("plugins", "timm_ext", "mm_ext", "d2_ext"):
+        (root / package).mkdir(parents=True)
+        (root / package / "code.py").write_text("x = 1\n")
+    monkeypatch.setattr(pipeline, "_PROJECT_ROOT", root)
+    cls_count, det_count = tmp_path / "cls", tmp_path / "det"
+
+    def stages():
+        cls = Stage("cls", ["-c", WRITE, str(cls_count)], sources=("plugins", "timm_ext"))
+        det = Stage("det", ["-c", WRITE, str(det_count)], deps=["cls"], sources=("plugins", "timm_ext", "d2_ext"))
+        return [cls, det]
+
+    def run():
+        Pipeline(tmp_path / "run", stages(), echo=lambda *_: None).run()
+        return cls_count.read_text(), det_count.read_text()
+
+    assert run() == ("1", "1")
+    assert run() == ("1", "1"), "nothing changed: both cached"
+    (root / "mm_ext" / "code.py").write_text("x = 2\n")
+    assert run() == ("1", "1"), "neither stage runs mm_ext"
+    (root / "d2_ext" / "code.py").write_text("x = 2\n")
+    assert run() == ("1", "2"), "only the stage that runs d2_ext"
+    (root / "plugins" / "code.py").write_text("x = 2\n")
+    assert run() == ("2", "3"), "plugins is run by both"
+    with pytest.raises(ValueError, match="stage sources must be among"):
+        Pipeline(tmp_path / "run", [Stage("x", ["-c", "0"], sources=("tools",))])
+
+
+def test_study_stages_name_the_packages_they_run(tmp_path):
+    stages = {s.name: s for s in build_stages(get_preset("quick"), tmp_path)}
+    assert stages["cls-tweak-A-s0"].sources == ("plugins", "timm_ext")
+    assert "d2_ext" in stages["det-d2-B-standard-s0"].sources and "mm_ext" not in stages["det-d2-B-standard-s0"].sources
+    assert "mm_ext" in stages["seg-mmseg-mixup-s0"].sources and "d2_ext" not in stages["seg-mmseg-mixup-s0"].sources
+
+
 def test_dependency_change_reruns_dependents(tmp_path):
     c1, c2 = tmp_path / "c1", tmp_path / "c2"
     run = tmp_path / "run"
