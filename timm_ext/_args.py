@@ -21,7 +21,8 @@ __all__ = ["UsageError", "build_parser", "resolve_recipe"]
 
 _OPTIMIZERS = ("sgd", "momentum", "nesterov", "adamw")
 _SCHEDULES = {"cosine": "cosine", "step": "step", "none": "constant"}
-_DATASETS = ("fashion_mnist", "imagefolder")
+_DATASETS = ("fashion_mnist", "fashion_photos", "imagefolder")
+_BUILT_IN = ("fashion_mnist", "fashion_photos")  # offline, in memory; narrow small-input models by default
 _TRICKS_NAME = re.compile(r"tricks_resnet(\d+)(n?)([abcd])")
 _DEFAULT_RECIPE = "baseline"
 
@@ -78,13 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("model (timm flags)")
     g.add_argument("--model", default=None, metavar="NAME",
                    help="timm model name; a tricks_resnet<depth>[n]<variant> name sets the recipe's variant and "
-                        "depth (None: tricks_resnet<depth>n<variant> for fashion_mnist, tricks_resnet<depth><variant> "
-                        "otherwise, from the recipe)")
+                        "depth (None: tricks_resnet<depth>n<variant> for fashion_mnist and fashion_photos, "
+                        "tricks_resnet<depth><variant> otherwise, from the recipe)")
     g.add_argument("--num-classes", type=pos_int, default=None, help="classes (None: the dataset's)")
     g.add_argument("--img-size", type=pos_int, default=None, help="input side in pixels (None: 28 for "
-                   "fashion_mnist, 224 for imagefolder)")
+                   "fashion_mnist, 32 for fashion_photos, 224 for imagefolder)")
     g.add_argument("--in-chans", type=pos_int, default=None, help="input channels (None: 1 for fashion_mnist, 3 "
-                   "for imagefolder)")
+                   "for fashion_photos and imagefolder)")
     g.add_argument("--model-kwargs", nargs="*", default={}, action=ParseKwargs, metavar="K=V",
                    help="extra timm.create_model kwargs, as timm's train.py")
     g = p.add_argument_group("optimization (timm flags; None = the recipe's value)")
@@ -144,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dataset", choices=_DATASETS, default=None,
                    help="None: imagefolder when --data-dir is given, else fashion_mnist")
     g.add_argument("--data-dir", default=None, metavar="DIR",
-                   help="imagefolder: DIR/train and DIR/val class folders; fashion_mnist: the IDX files' folder")
+                   help="imagefolder: DIR/train and DIR/val class folders; fashion_mnist, fashion_photos: the "
+                        "Fashion-MNIST IDX files' folder")
     g.add_argument("--train-subset", type=nonneg_int, default=0, help="use the first N training images (0: all)")
     g.add_argument("--val-subset", type=nonneg_int, default=0, help="use the first N validation images (0: all)")
     g.add_argument("--workers", type=nonneg_int, default=2, help="DataLoader workers (imagefolder)")
@@ -196,8 +198,8 @@ def _show(value: object) -> str:
 
 
 def default_model(recipe: Recipe, dataset: str) -> str:
-    """The model used when --model is not given: the recipe's depth and variant, narrow for fashion_mnist."""
-    return f"tricks_resnet{recipe.depth}{'n' if dataset == 'fashion_mnist' else ''}{recipe.variant}"
+    """The model used when --model is not given: the recipe's depth and variant, narrow for the built-in sets."""
+    return f"tricks_resnet{recipe.depth}{'n' if dataset in _BUILT_IN else ''}{recipe.variant}"
 
 
 def resolve_dataset(args: argparse.Namespace) -> str:

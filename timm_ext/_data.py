@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from plugins.data.fashion_mnist import CLASSES, FashionMNIST
+from plugins.data.fashion_photos import FashionPhotos
 
 __all__ = ["DataBundle", "DataError", "ImageFolderBatches", "TensorBatches", "build_data"]
 
@@ -119,16 +120,26 @@ def _subset(n_total: int, limit: int) -> range | None:
 
 
 def _fashion_mnist(args, rank, world_size, with_train) -> DataBundle:
-    in_chans, img_size = args.in_chans or 1, args.img_size or 28
+    photos = args.dataset == "fashion_photos"
+    in_chans, img_size = args.in_chans or (3 if photos else 1), args.img_size or (32 if photos else 28)
+    flag = f"--dataset {args.dataset}"
+    if photos and in_chans != 3:
+        raise DataError(f"--in-chans {in_chans}: {flag} gives RGB images; accepted: 3")
     common = dict(seed=args.seed, rank=rank, world_size=world_size)
-    kwargs = dict(root=args.data_dir, img_size=img_size, in_chans=in_chans)
+
+    def load(split: str, total: int, limit: int):
+        if photos:  # rendered with seed 0 whatever --seed is: the data stay the same across training seeds
+            return FashionPhotos(split, root=args.data_dir, img_size=img_size, indices=_subset(total, limit))
+        return FashionMNIST(split, root=args.data_dir, img_size=img_size, in_chans=in_chans,
+                            indices=_subset(total, limit))
+
     try:
-        val = FashionMNIST("test", indices=_subset(10000, args.val_subset), **kwargs)
-        train = FashionMNIST("train", indices=_subset(60000, args.train_subset), **kwargs) if with_train else None
+        val = load("test", 10000, args.val_subset)
+        train = load("train", 60000, args.train_subset) if with_train else None
     except FileNotFoundError as err:
-        raise DataError(f"--dataset fashion_mnist: {err}") from None
+        raise DataError(f"{flag}: {err}") from None
     except ValueError as err:
-        raise DataError(f"--dataset fashion_mnist (--data-dir, --img-size, --in-chans): {err}") from None
+        raise DataError(f"{flag} (--data-dir, --img-size, --in-chans): {err}") from None
     train_batches = None
     if train is not None:
         train_batches = TensorBatches(*train.tensors(), args.batch_size * args.grad_accum_steps, train=True,
@@ -177,7 +188,7 @@ def build_data(args, rank: int = 0, world_size: int = 1, with_train: bool = True
     ``args`` needs ``dataset, data_dir, img_size, in_chans, batch_size, grad_accum_steps, train_subset,
     val_subset, hflip, seed, workers``. ``with_train=False`` builds only the validation batches.
     """
-    build = _fashion_mnist if args.dataset == "fashion_mnist" else _image_folder
+    build = _fashion_mnist if args.dataset in ("fashion_mnist", "fashion_photos") else _image_folder
     bundle = build(args, rank, world_size, with_train)
     if with_train and bundle.train.num_batches < 1:
         raise DataError(

@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tricks-validate", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", required=True, metavar="PATH", help="last.pth / best.pth of tricks-train")
-    p.add_argument("--dataset", choices=("fashion_mnist", "imagefolder"), default=None,
+    p.add_argument("--dataset", choices=("fashion_mnist", "fashion_photos", "imagefolder"), default=None,
                    help="None: the training run's dataset")
     p.add_argument("--data-dir", default=None, metavar="DIR", help="None: the training run's")
     p.add_argument("--model", default=None, help="timm model name (None: the one recorded in the checkpoint)")

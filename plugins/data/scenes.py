@@ -47,7 +47,7 @@ from tqdm import tqdm
 from ._coco import mask_to_xywh, numbered_png_folder, rle_encode, write_json
 from .fashion_mnist import CLASSES, load_fashion_mnist
 
-__all__ = ["FORMAT", "IGNORE_INDEX", "PHOTOS", "SPLITS", "Scene", "SceneInstance", "compose_scene",
+__all__ = ["FORMAT", "IGNORE_INDEX", "PHOTOS", "SPLITS", "Scene", "SceneInstance", "compose_scene", "photo_regions",
            "generate_scenes", "main"]
 
 FORMAT = "bag-of-tricks/fashion-scenes/v1"  # bump whenever the same arguments would give other files
@@ -139,7 +139,7 @@ def compose_scene(background: np.ndarray, items: Sequence[np.ndarray], category_
 
 
 @functools.lru_cache(maxsize=1)
-def _photo_regions() -> dict[str, list[np.ndarray]]:
+def photo_regions() -> dict[str, list[np.ndarray]]:
     """RGB uint8 regions of the bundled photos per split (left ``TRAIN_COLUMNS`` for train, the rest for val)."""
     import skimage.data  # deferred: only scene generation needs scikit-image
 
@@ -239,7 +239,7 @@ def generate_scenes(out: str | Path, train: int = 2000, val: int = 500, image_si
 
     from ._preview import draw_preview  # deferred: only needed when writing
 
-    regions = _photo_regions()
+    regions = photo_regions()
     previews = []
     with tqdm(total=train + val, disable=not progress, desc="fashion scenes", unit="scene") as bar:
         for split, count in (("train", train), ("val", val)):

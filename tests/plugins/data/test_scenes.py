@@ -101,7 +101,7 @@ def test_boxes_tight_and_semantic_map_consistent(scenes):
 
 
 def test_photo_columns_split_between_train_and_val():
-    regions = scenes_module._photo_regions()
+    regions = scenes_module.photo_regions()
     assert len(regions["train"]) == len(regions["val"]) == len(scenes_module.PHOTOS)
     for name, train, val in zip(scenes_module.PHOTOS, regions["train"], regions["val"]):
         assert train.shape[0] == val.shape[0] and train.shape[2] == val.shape[2] == 3, name
@@ -110,7 +110,7 @@ def test_photo_columns_split_between_train_and_val():
 
 def test_each_split_draws_backgrounds_from_its_own_photo_columns(tmp_path, monkeypatch):
     flat = {"train": [np.full((100, 100, 3), 10, np.uint8)], "val": [np.full((100, 100, 3), 200, np.uint8)]}
-    monkeypatch.setattr(scenes_module, "_photo_regions", lambda: flat)
+    monkeypatch.setattr(scenes_module, "photo_regions", lambda: flat)
     paths = generate_scenes(tmp_path, train=2, val=2, image_size=32, progress=False)
     for split, value in (("train", 10), ("val", 200)):
         for i in range(2):
