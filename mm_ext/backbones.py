@@ -18,6 +18,39 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from timm_ext.features import TimmFeatures
 
+# Arguments of mmdet's/mmseg's/mmcv's ResNet that a backbone dict merged into a stock one still carries.
+_MM_RESNET_KEYS = frozenset({
+    "depth", "num_stages", "strides", "dilations", "style", "norm_cfg", "conv_cfg", "deep_stem", "avg_down",
+    "stem_channels", "base_channels", "with_cp", "zero_init_residual", "dcn", "stage_with_dcn", "plugins",
+    "contract_dilation", "multi_grid",
+})  # fmt: skip
+_PRETRAINED_FIX = (
+    "set model.pretrained=None (mmseg's EncoderDecoder passes it to the backbone) and "
+    "model.backbone.checkpoint='.../backbone.pth' (a timm_ext export: python -m timm_ext.train ... "
+    "--export-backbone PATH)"
+)
+
+
+def _checkpoint_from_pretrained(pretrained: object, checkpoint: str | None) -> str | None:
+    """The rule for an inherited ``model.pretrained``: only a local file means something to this backbone."""
+    if pretrained is None or pretrained is False:
+        return checkpoint
+    if isinstance(pretrained, str | os.PathLike) and os.path.isfile(pretrained):
+        if checkpoint is not None:
+            raise ValueError(
+                f"TimmTransferBackbone got both model.pretrained={os.fspath(pretrained)!r} and "
+                f"model.backbone.checkpoint={checkpoint!r}; accepted: one of them (set model.pretrained=None)"
+            )
+        return os.fspath(pretrained)
+    if isinstance(pretrained, str) and "://" not in pretrained:
+        what = "no such file"
+    else:
+        what = "weights of another network that are not fetched or loaded here"
+    raise ValueError(
+        f"TimmTransferBackbone got model.pretrained={pretrained!r} ({what}); accepted: None, False or the "
+        f"path of a timm_ext backbone.pth; {_PRETRAINED_FIX}"
+    )
+
 
 class TimmTransferBackbone(BaseModule):
     """Backbone that transfers a classification network trained by ``timm_ext`` into a detector or segmenter.
@@ -40,6 +73,11 @@ class TimmTransferBackbone(BaseModule):
             2 and 4) as FCN-D8 needs. The narrow small-input ``tricks_resnet*n*`` nets have no stem max-pool, so
             their strides are half of that (``out_strides``; 16 gives them stride 8).
         init_cfg: MMEngine init config; not supported (weights come from timm or ``checkpoint``). Default None.
+        pretrained: what MMSegmentation's ``EncoderDecoder`` hands the backbone from ``model.pretrained``
+            (every stock mmseg model config sets one, e.g. ``'open-mmlab://resnet50_v1c'``). None or False
+            (default): nothing. The path of a local file: loaded as ``checkpoint`` is (giving both is an error).
+            Anything else (a URL, an ``open-mmlab://``/``torchvision://`` name, True) names weights of another
+            network that cannot be fetched or loaded here, and raises a ``ValueError`` saying what to set.
         **timm_kwargs: passed to ``timm.create_model`` (e.g. ``in_chans``, or ``zero_gamma`` for tricks_* nets).
     """
 
@@ -52,13 +90,23 @@ class TimmTransferBackbone(BaseModule):
         norm_eval: bool = False,
         output_stride: int = 32,
         init_cfg: dict | None = None,
+        pretrained: str | bool | None = None,
         **timm_kwargs,
     ) -> None:
+        merged = sorted(set(timm_kwargs) & _MM_RESNET_KEYS)
+        if merged:
+            raise ValueError(
+                f"TimmTransferBackbone got model.backbone keys of OpenMMLab's ResNet ({', '.join(merged)}): the "
+                "backbone dict was merged into the stock config's; replace it with "
+                "backbone=dict(_delete_=True, type='TimmTransferBackbone', model_name=..., checkpoint=...)"
+            )
         if init_cfg is not None:
             raise ValueError(
-                f"init_cfg={init_cfg!r} is not accepted by TimmTransferBackbone (accepted: None); "
-                "give the exported weights as checkpoint='.../backbone.pth'"
+                f"model.backbone.init_cfg={init_cfg!r} is not accepted by TimmTransferBackbone (accepted: None); "
+                "give the exported weights as model.backbone.checkpoint='.../backbone.pth' (a backbone dict "
+                "inherited from a stock config is replaced with backbone=dict(_delete_=True, ...))"
             )
+        checkpoint = _checkpoint_from_pretrained(pretrained, checkpoint)
         super().__init__()
         if checkpoint is not None and not os.path.isfile(checkpoint):
             raise FileNotFoundError(

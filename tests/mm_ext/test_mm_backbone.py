@@ -33,7 +33,9 @@ def _backbone(**kwargs):
     ],
 )
 def test_feature_maps_and_strides(model_name, output_stride, strides):
-    backbone = MODELS.build(dict(type="TimmTransferBackbone", model_name=model_name, output_stride=output_stride))
+    backbone = MODELS.build(
+        dict(type="TimmTransferBackbone", model_name=model_name, output_stride=output_stride)
+    )
     assert isinstance(backbone, mm_ext.TimmTransferBackbone) and isinstance(backbone, BaseModule)
     outputs = backbone(torch.zeros(1, 3, 64, 64))
     assert isinstance(outputs, tuple) and len(outputs) == 4
@@ -98,3 +100,58 @@ def test_missing_or_mismatched_weights_fail_loudly(tmp_path):
         _backbone(checkpoint=str(path))
     with pytest.raises(ValueError, match="init_cfg"):
         _backbone(init_cfg=dict(type="Pretrained", checkpoint=str(path)))
+
+
+def _export(tmp_path):
+    source = _backbone().features.model
+    with torch.no_grad():
+        for tensor in source.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.normal_()
+    return export_backbone(source, tmp_path / "backbone.pth", meta={"model_name": "tricks_resnet26nd"})
+
+
+def test_pretrained_local_file_is_loaded_as_checkpoint(tmp_path):
+    """mmseg's EncoderDecoder passes model.pretrained to the backbone: a local export loads like checkpoint=."""
+    path = _export(tmp_path)
+    via_pretrained = _backbone(pretrained=str(path)).features.model.state_dict()
+    via_checkpoint = _backbone(checkpoint=str(path)).features.model.state_dict()
+    for key, value in load_checkpoint(path)["state_dict"].items():
+        torch.testing.assert_close(via_pretrained[key], value, rtol=0, atol=0, msg=key)
+        torch.testing.assert_close(via_checkpoint[key], value, rtol=0, atol=0, msg=key)
+    assert _backbone(pretrained=None).features.load_report is None
+    assert _backbone(pretrained=False).features.load_report is None
+
+
+@pytest.mark.parametrize(
+    "pretrained",
+    ["open-mmlab://resnet50_v1c", "torchvision://resnet50", "https://download.pytorch.org/r50.pth", True],
+)
+def test_pretrained_that_is_no_local_file_names_what_to_set(pretrained):
+    with pytest.raises(ValueError) as error:
+        _backbone(pretrained=pretrained)
+    message = str(error.value)
+    assert f"model.pretrained={pretrained!r}" in message
+    assert (
+        "set model.pretrained=None" in message and "model.backbone.checkpoint='.../backbone.pth'" in message
+    )
+
+
+def test_pretrained_bad_values(tmp_path):
+    path = _export(tmp_path)
+    with pytest.raises(
+        ValueError, match=r"model.pretrained='\S+absent.pth' \(no such file\); accepted: None, False"
+    ):
+        _backbone(pretrained=str(tmp_path / "absent.pth"))
+    with pytest.raises(
+        ValueError, match=r"both model.pretrained=.* and model.backbone.checkpoint=.*; accepted: one"
+    ):
+        _backbone(pretrained=str(path), checkpoint=str(path))
+
+
+def test_keys_of_a_stock_resnet_dict_name_the_missing_delete():
+    """A backbone dict merged into the stock ResNet one (no _delete_=True) carries depth, norm_cfg, style..."""
+    with pytest.raises(
+        ValueError, match=r"keys of OpenMMLab's ResNet \(depth, norm_cfg, style\).*_delete_=True"
+    ):
+        _backbone(depth=50, norm_cfg=dict(type="BN"), style="pytorch")
