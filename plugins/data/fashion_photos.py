@@ -10,7 +10,8 @@ crop of the same photos, at a random scale, aspect, mirror and place.
 Splits never share pixels with each other, as the scenes' do: ``"train"`` uses Fashion-MNIST train items and
 the left 70 % of each photo, ``"test"`` the t10k items and the right 30 %. Item ``i`` of a split depends
 only on ``(seed, split, i, img_size)`` (one generator per item, seeded with ``SeedSequence``), so a subset,
-a rerun and another process give the same pixels. Images are RGB, normalised with ``MEAN`` / ``STD``
+a rerun and another process give the same pixels; rendered items are cached on disk (``$BOT_DATA_CACHE``, default
+``~/.cache/bag-of-tricks/data``) so that a study renders them once. Images are RGB, normalised with ``MEAN`` / ``STD``
 (the ImageNet statistics timm and torchvision use, which the transfer configs' pixel mean and std repeat).
 """
 
@@ -18,8 +19,10 @@ from __future__ import annotations
 
 import colorsys
 import functools
+import hashlib
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -77,9 +80,40 @@ def render_items(split: str, indices: Sequence[int], img_size: int, seed: int = 
     return out, labels[np.asarray(indices, dtype=np.int64)].astype(np.int64)
 
 
+FORMAT = "bag-of-tricks/fashion-photos/v1"  # bump whenever the same arguments would render other pixels
+CACHE_ENV_VAR = "BOT_DATA_CACHE"
+
+
+def _cache_file(split: str, img_size: int, seed: int) -> Path:
+    root = Path(os.environ.get(CACHE_ENV_VAR) or Path.home() / ".cache" / "bag-of-tricks" / "data")
+    tag = hashlib.sha256(FORMAT.encode()).hexdigest()[:8]
+    return root / f"fashion-photos-{split}-{img_size}px-seed{seed}-{tag}.npz"
+
+
 @functools.lru_cache(maxsize=4)
 def _cached(split: str, indices: tuple[int, ...], img_size: int, seed: int, root: str | None):
-    return render_items(split, indices, img_size, seed, root)
+    """Items ``indices``, from the on-disk cache of items ``0..K-1`` when it covers them (rendered once per machine,
+    written atomically; a cache that cannot be read or written is skipped: the pixels do not depend on it)."""
+    if root is not None:  # other IDX files: nothing to share
+        return render_items(split, indices, img_size, seed, root)
+    path, need = _cache_file(split, img_size, seed), (max(indices) + 1 if indices else 0)
+    try:
+        with np.load(path) as f:
+            images, labels = f["images"], f["labels"]
+    except (OSError, ValueError, KeyError):
+        images = labels = None
+    if images is None or len(images) < need:
+        images, labels = render_items(split, range(need), img_size, seed)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            with open(tmp, "wb") as f:
+                np.savez(f, images=images, labels=labels)
+            os.replace(tmp, path)
+        except OSError:
+            pass
+    index = np.asarray(indices, dtype=np.int64)
+    return images[index], labels[index]
 
 
 class FashionPhotos(Dataset):

@@ -65,3 +65,15 @@ def test_bad_arguments_name_themselves(kwargs, match):
 def test_unknown_split_is_named():
     with pytest.raises(ValueError, match=r"split='val' is not supported; accepted values: \['test', 'train'\]"):
         render_items("val", [0], img_size=16)
+
+
+def test_the_disk_cache_gives_the_rendered_pixels(tmp_path, monkeypatch):
+    monkeypatch.setenv(photos_module.CACHE_ENV_VAR, str(tmp_path))
+    photos_module._cached.cache_clear()
+    first = FashionPhotos("test", img_size=16, indices=[2, 1]).images.clone()
+    assert len(list(tmp_path.glob("fashion-photos-test-16px-*.npz"))) == 1
+    photos_module._cached.cache_clear()
+    again = FashionPhotos("test", img_size=16, indices=[1, 2, 4]).images  # grows the cache to item 4
+    fresh, _ = render_items("test", [1, 2, 4], img_size=16)
+    np.testing.assert_array_equal(again.permute(0, 2, 3, 1).numpy(), fresh)
+    torch.testing.assert_close(again[[1, 0]], first)
