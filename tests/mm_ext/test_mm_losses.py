@@ -47,6 +47,12 @@ def _mmseg_ce(**kwargs):
         return mmseg_losses.CrossEntropyLoss(use_sigmoid=False, **kwargs)
 
 
+def _ours(scope, **kwargs):
+    """Our loss built in a default scope, as a Runner of an mmdet / mmseg config builds it."""
+    with DefaultScope.overwrite_default_scope(scope):
+        return mm_ext.LabelSmoothingCrossEntropyLoss(**kwargs)
+
+
 def _roi_batch(num_rois=12, num_classes=5, seed=0):
     """Box-head style batch: K + 1 logits, labels in 0..K (K = background), per-RoI label weights."""
     g = torch.Generator().manual_seed(seed)
@@ -75,7 +81,11 @@ def _pixel_batch(num_classes=4, seed=1):
         ("label weights + avg_factor (box head call)", {}, dict(weight="w", avg_factor=10.0)),
         ("reduction_override none", {}, dict(weight="w", reduction_override="none")),
         ("reduction_override sum", {}, dict(reduction_override="sum")),
-        ("class_weight + loss_weight", dict(class_weight=[1.0, 2.0, 0.5, 1.0, 3.0, 0.2], loss_weight=2.0), {}),
+        (
+            "class_weight + loss_weight",
+            dict(class_weight=[1.0, 2.0, 0.5, 1.0, 3.0, 0.2], loss_weight=2.0),
+            {},
+        ),
         ("ignore_index + avg_non_ignore", dict(ignore_index=2, avg_non_ignore=True), {}),
         ("ignore_index at call time", {}, dict(ignore_index=5)),
     ],
@@ -83,7 +93,7 @@ def _pixel_batch(num_classes=4, seed=1):
 def test_equals_mmdet_cross_entropy_at_epsilon_zero(case, loss_kwargs, call_kwargs):
     logits, labels, weights = _roi_batch()
     call_kwargs = {k: (weights if v == "w" else v) for k, v in call_kwargs.items()}
-    ours = mm_ext.LabelSmoothingCrossEntropyLoss(epsilon=0.0, **loss_kwargs)
+    ours = _ours("mmdet", epsilon=0.0, **loss_kwargs)  # the scope picks mmdet's class_weight rule
     _assert_same(ours, _mmdet_ce(**loss_kwargs), logits, case, labels, **call_kwargs)
 
 
@@ -92,7 +102,11 @@ def test_equals_mmdet_cross_entropy_at_epsilon_zero(case, loss_kwargs, call_kwar
     [
         ("decode head call, ignore 255", {}, dict(ignore_index=255)),
         ("avg_non_ignore", dict(avg_non_ignore=True), dict(ignore_index=255)),
-        ("pixel weights (OHEM sampler) + loss_weight", dict(loss_weight=0.4), dict(weight="w", ignore_index=255)),
+        (
+            "pixel weights (OHEM sampler) + loss_weight",
+            dict(loss_weight=0.4),
+            dict(weight="w", ignore_index=255),
+        ),
         ("avg_factor", {}, dict(avg_factor=17.0, ignore_index=255)),
         ("reduction_override none", {}, dict(reduction_override="none", ignore_index=255)),
     ],
@@ -101,7 +115,7 @@ def test_equals_mmseg_cross_entropy_at_epsilon_zero(case, loss_kwargs, call_kwar
     logits, labels = _pixel_batch()
     pixel_weights = torch.rand(labels.shape, generator=torch.Generator().manual_seed(3))
     call_kwargs = {k: (pixel_weights if v == "w" else v) for k, v in call_kwargs.items()}
-    ours = mm_ext.LabelSmoothingCrossEntropyLoss(epsilon=0.0, **loss_kwargs)
+    ours = _ours("mmseg", epsilon=0.0, **loss_kwargs)
     assert ours.loss_name == _mmseg_ce().loss_name == "loss_ce"
     _assert_same(ours, _mmseg_ce(**loss_kwargs), logits, case, labels, **call_kwargs)
 
@@ -132,7 +146,9 @@ def test_smoothing_by_hand_in_box_head_with_background(form):
     loss = mm_ext.LabelSmoothingCrossEntropyLoss(epsilon=0.1, form=form)
     value = loss(logits, labels, weights, avg_factor=10.0)
     expected = (_by_hand(logits, labels, 0.1, form, -100) * weights.double()).sum() / 10.0
-    torch.testing.assert_close(value.double(), expected, **TOL, msg=f"{form} form, K + 1 classes, avg_factor 10")
+    torch.testing.assert_close(
+        value.double(), expected, **TOL, msg=f"{form} form, K + 1 classes, avg_factor 10"
+    )
     plain = _mmdet_ce()(logits, labels, weights, avg_factor=10.0)
     assert value > plain, "smoothing adds the cross entropy against the other classes"
 
@@ -160,9 +176,16 @@ def test_built_into_mmdet_bbox_head():
         with DefaultScope.overwrite_default_scope("mmdet"):  # earlier Runner tests leave another scope set
             return mmdet_registry.MODELS.build(
                 dict(
-                    type="Shared2FCBBoxHead", in_channels=8, fc_out_channels=16, roi_feat_size=2, num_classes=5,
-                    bbox_coder=dict(type="DeltaXYWHBBoxCoder", target_means=[0.0] * 4, target_stds=[0.1, 0.1, 0.2, 0.2]),
-                    loss_cls=loss_cls, loss_bbox=dict(type="L1Loss", loss_weight=1.0),
+                    type="Shared2FCBBoxHead",
+                    in_channels=8,
+                    fc_out_channels=16,
+                    roi_feat_size=2,
+                    num_classes=5,
+                    bbox_coder=dict(
+                        type="DeltaXYWHBBoxCoder", target_means=[0.0] * 4, target_stds=[0.1, 0.1, 0.2, 0.2]
+                    ),
+                    loss_cls=loss_cls,
+                    loss_bbox=dict(type="L1Loss", loss_weight=1.0),
                 )
             )
 
@@ -194,7 +217,14 @@ def test_built_into_mmseg_decode_head():
     def losses(loss_decode):
         with DefaultScope.overwrite_default_scope("mmseg"):
             head = mmseg_registry.MODELS.build(
-                dict(type="FCNHead", in_channels=4, channels=4, num_convs=1, num_classes=4, loss_decode=loss_decode)
+                dict(
+                    type="FCNHead",
+                    in_channels=4,
+                    channels=4,
+                    num_convs=1,
+                    num_classes=4,
+                    loss_decode=loss_decode,
+                )
             )
         return head.loss_by_feat(logits, samples)
 
@@ -202,7 +232,9 @@ def test_built_into_mmseg_decode_head():
         warnings.simplefilter("ignore")
         reference = losses(dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0))
     at_zero = losses(dict(type="LabelSmoothingCrossEntropyLoss", epsilon=0.0))
-    smoothed = losses(dict(type="LabelSmoothingCrossEntropyLoss", epsilon=0.1, form="uniform", loss_name="loss_ls"))
+    smoothed = losses(
+        dict(type="LabelSmoothingCrossEntropyLoss", epsilon=0.1, form="uniform", loss_name="loss_ls")
+    )
     torch.testing.assert_close(at_zero["loss_ce"], reference["loss_ce"], **TOL, msg="decode head, epsilon 0")
     expected = _by_hand(logits, labels, 0.1, "uniform", 255).mean()
     torch.testing.assert_close(smoothed["loss_ls"].double(), expected, **TOL, msg="decode head, epsilon 0.1")
@@ -230,13 +262,19 @@ def test_knowledge_distillation_loss():
     loss = mm_ext.KnowledgeDistillationLoss(temperature=4.0, loss_weight=0.5)
     student, teacher = student.requires_grad_(True), teacher.requires_grad_(True)
     value = loss(student, labels, teacher_score=teacher, avg_factor=6)
-    torch.testing.assert_close(value, 0.5 * distillation_loss(student, teacher, labels, 4.0), **TOL, msg="kd value")
+    torch.testing.assert_close(
+        value, 0.5 * distillation_loss(student, teacher, labels, 4.0), **TOL, msg="kd value"
+    )
     value.backward()
     assert teacher.grad is None and student.grad is not None, "only the student gets a gradient"
     with pytest.raises(ValueError, match="teacher_score"):
         loss(student, labels)
     with pytest.raises(ValueError, match="avg_factor"):
         loss(student, labels, teacher_score=teacher, avg_factor=3)
-    for bad, name in [(dict(temperature=0.0), "temperature"), (dict(epsilon=-0.1), "epsilon"), (dict(form="x"), "form")]:
+    for bad, name in [
+        (dict(temperature=0.0), "temperature"),
+        (dict(epsilon=-0.1), "epsilon"),
+        (dict(form="x"), "form"),
+    ]:
         with pytest.raises(ValueError, match=name):
             mm_ext.KnowledgeDistillationLoss(**bad)
