@@ -10,8 +10,10 @@ in MMEngine's root registries (which the downstream libraries look names up thro
 - HOOKS ``LrRecorderHook`` (the lr of every iteration to ``work_dir/lr_per_step.csv``), ``RandomStateHook``
   (exact resume of the torch random stream), ``NonFiniteLossHook`` (stop at a NaN / infinite loss)
 
-It also registers the ``tricks_*`` timm models (``import timm_ext``) and allows the few MMEngine types that
-resuming from a Runner checkpoint needs under ``torch.load(weights_only=True)`` (see :mod:`mm_ext.safe_load`).
+It also makes ``nms=dict(type='torchvision_nms', ...)`` available to mmcv's ``batched_nms`` (mmcv's NMS on
+torchvision's faster CPU kernel, :mod:`mm_ext.ops`), registers the ``tricks_*`` timm models
+(``import timm_ext``) and allows the few MMEngine types that resuming from a Runner checkpoint needs under
+``torch.load(weights_only=True)`` (see :mod:`mm_ext.safe_load`).
 """
 
 from mmengine.registry import HOOKS, MODELS, OPTIM_WRAPPER_CONSTRUCTORS, PARAM_SCHEDULERS
@@ -22,6 +24,7 @@ from ._registry import register
 from .backbones import TimmTransferBackbone
 from .hooks import LrRecorderHook, NonFiniteLossError, NonFiniteLossHook, RandomStateHook
 from .losses import KnowledgeDistillationLoss, LabelSmoothingCrossEntropyLoss
+from .ops import register_torchvision_nms, torchvision_nms
 from .optim import NoBiasDecayOptimWrapperConstructor
 from .safe_load import allow_runner_checkpoint_types
 from .schedulers import WarmupCosineLR
@@ -36,6 +39,7 @@ __all__ = [
     "RandomStateHook",
     "TimmTransferBackbone",
     "WarmupCosineLR",
+    "torchvision_nms",
 ]
 
 # Registration happens here, visibly, and nowhere else.
@@ -48,3 +52,4 @@ register(HOOKS, LrRecorderHook)
 register(HOOKS, RandomStateHook)
 register(HOOKS, NonFiniteLossHook)
 allow_runner_checkpoint_types()
+register_torchvision_nms()
