@@ -27,7 +27,8 @@ BOXES = torch.tensor([[10.0, 12.0, 60.0, 70.0], [40.0, 30.0, 100.0, 90.0], [70.0
 LABELS = torch.tensor([3, 7, 1])
 
 
-def _mm_setups():
+def _mm_setups(kinds=("baseline", "tricks"), edit=None):
+    """One train step per config kind; ``edit(cfg)`` may change the loaded config first."""
     from mmdet.structures import DetDataSample
     from mmengine.config import Config
     from mmengine.optim import build_optim_wrapper
@@ -36,8 +37,10 @@ def _mm_setups():
 
     os.environ.setdefault("FASHION_SCENES_ROOT", "/nonexistent/")  # the configs read it; no data is loaded
     setups = {}
-    for kind in ("baseline", "tricks"):
+    for kind in kinds:
         cfg = Config.fromfile(str(ROOT / f"mm_ext/configs/faster-rcnn_timm-r26nd_fpn_{kind}_fashion-scenes.py"))
+        if edit is not None:
+            edit(cfg)
         DefaultScope.get_instance(f"bench-{kind}", scope_name="mmdet")
         torch.manual_seed(0)
         model = MODELS.build(cfg.model).train()
@@ -66,7 +69,7 @@ def _mm_setups():
     return setups
 
 
-def _d2_setups():
+def _d2_setups(kinds=("baseline", "tricks")):
     from detectron2.config import get_cfg
     from detectron2.structures import Boxes, Instances
     from detectron2.utils.events import EventStorage
@@ -74,7 +77,7 @@ def _d2_setups():
     import d2_ext
 
     setups = {}
-    for kind in ("baseline", "tricks"):
+    for kind in kinds:
         cfg = get_cfg()
         d2_ext.add_tricks_config(cfg)
         cfg.merge_from_file(d2_ext.get_config_file(f"faster_rcnn_timm_R_26n_D_FPN_{kind}_fashion_scenes.yaml"))
