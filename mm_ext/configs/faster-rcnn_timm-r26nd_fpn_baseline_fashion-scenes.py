@@ -5,9 +5,8 @@
 _base_ = [
     'mmdet::_base_/models/faster-rcnn_r50_fpn.py',
     'mmdet::_base_/default_runtime.py',
+    './_base_/tricks_runtime.py',  # custom_imports of mm_ext and the lr-record / exact-resume / NaN-stop hooks
 ]
-
-custom_imports = dict(imports=['mm_ext'], allow_failed_imports=False)
 
 # Fashion scenes (python -m plugins.data.scenes --out DIR) as a COCO detection set, 128 px images.
 # DIR comes from the FASHION_SCENES_ROOT environment variable, else data/fashion_scenes/.

@@ -2,9 +2,10 @@
 # backbone exported by timm_ext. Baseline: MMDetection's own VOC training (SGD, step decay, softmax cross
 # entropy); only the backbone is ours. Point it at an export with
 #   --cfg-options model.backbone.checkpoint=PATH/backbone.pth
-_base_ = 'mmdet::pascal_voc/faster-rcnn_r50_fpn_1x_voc0712.py'
-
-custom_imports = dict(imports=['mm_ext'], allow_failed_imports=False)
+_base_ = [
+    'mmdet::pascal_voc/faster-rcnn_r50_fpn_1x_voc0712.py',
+    './_base_/tricks_runtime.py',  # custom_imports of mm_ext and the lr-record / exact-resume / NaN-stop hooks
+]
 
 model = dict(
     backbone=dict(

@@ -6,9 +6,8 @@ _base_ = [
     'mmseg::_base_/models/fcn_r50-d8.py',
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_20k.py',
+    './_base_/tricks_runtime.py',  # custom_imports of mm_ext and the lr-record / exact-resume / NaN-stop hooks
 ]
-
-custom_imports = dict(imports=['mm_ext'], allow_failed_imports=False)
 
 # Fashion scenes (python -m plugins.data.scenes --out DIR) as a semantic segmentation set, 128 px images:
 # label PNGs with 0 background, 1..10 the Fashion-MNIST classes, 255 ignore (uncertain item borders).

@@ -2,9 +2,10 @@
 # timm_ext, dilated to output stride 8. Baseline: MMSegmentation's own 80k-iteration training (SGD, poly
 # decay, softmax cross entropy); only the backbone is ours. Point it at an export with
 #   --cfg-options model.backbone.checkpoint=PATH/backbone.pth
-_base_ = 'mmseg::fcn/fcn_r50-d8_4xb4-80k_ade20k-512x512.py'
-
-custom_imports = dict(imports=['mm_ext'], allow_failed_imports=False)
+_base_ = [
+    'mmseg::fcn/fcn_r50-d8_4xb4-80k_ade20k-512x512.py',
+    './_base_/tricks_runtime.py',  # custom_imports of mm_ext and the lr-record / exact-resume / NaN-stop hooks
+]
 
 model = dict(
     pretrained=None,
