@@ -210,3 +210,43 @@ def test_bad_values_in_user_configs_name_the_key(base, model, needle):
     with DefaultScope.overwrite_default_scope(cfg.default_scope), pytest.raises(ValueError) as error:
         MODELS.build(cfg.model)
     assert needle in str(error.value)
+
+
+def _readme_configs():
+    """The python config blocks of the README's MMDetection / MMSegmentation section, by their file name."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## MMDetection / MMSegmentation\n", 1)[1].split("\n## ", 1)[0]
+    blocks = [b.split("\n```", 1)[0] for b in section.split("```python\n")[1:]]
+    return {b.split("\n", 1)[0].lstrip("# ").split(":")[0]: b for b in blocks}
+
+
+def test_readme_shows_a_detection_and_a_segmentation_config():
+    assert sorted(_readme_configs()) == ["my_faster-rcnn.py", "my_fcn.py"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["my_faster-rcnn.py", "my_fcn.py"])
+def test_readme_config_trains_a_step_by_both_routes(name, fashion_scenes, monkeypatch, tmp_path):
+    from mm_ext.train import build_parser, load_config
+
+    monkeypatch.setenv("FASHION_SCENES_ROOT", f"{fashion_scenes}/")
+    path = tmp_path / name
+    path.write_text(_readme_configs()[name])
+    cfg = Config.fromfile(str(path))
+    assert cfg.model.backbone.model_name == "tricks_resnet50d"
+    if name == "my_fcn.py":  # the README's export path is the reader's: train from timm's initialisation here
+        assert cfg.model.pretrained == "runs/r50d/backbone.pth"
+        cfg.model.pretrained = None
+    else:
+        cfg.model.backbone.checkpoint = None
+    runner = Runner.from_cfg(_on_tiny_data(cfg, tmp_path / "work"))  # the frameworks' tools/train.py route
+    runner.train()
+    rows = (tmp_path / "work" / "lr_per_step.csv").read_text().split()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1"]
+    # python -m mm_ext.train on the same file: the config's hooks, none added twice
+    ours = load_config(build_parser().parse_args([str(path), "--work-dir", str(tmp_path / "ours")]))
+    assert [h["type"] for h in ours.custom_hooks] == [
+        "LrRecorderHook",
+        "RandomStateHook",
+        "NonFiniteLossHook",
+    ]
