@@ -1,4 +1,5 @@
-"""Hooks that ``python -m mm_ext.train`` adds to every run (in other set-ups add them to ``custom_hooks``).
+"""Hooks that ``python -m mm_ext.train`` adds to every run; the shipped configs list them in ``custom_hooks``
+(``mm_ext/configs/_base_/tricks_runtime.py``), so the frameworks' own ``tools/train.py`` runs them too.
 
 - ``LrRecorderHook``: writes the lr that every iteration actually used to ``work_dir/lr_per_step.csv``, in the
   format of ``timm_ext.train`` and ``d2_ext``'s ``LrRecorder`` (``step,lr_group0,lr_group1,...``, step counted
