@@ -140,7 +140,11 @@ class NonFiniteLossHook(Hook):
         all_reduce(flag, op="max")
         if flag.item():
             last = runner.message_hub.get_info("last_ckpt")
-            kept = f"the last checkpoint, {last}, keeps the last good state" if last else "no checkpoint was written"
+            kept = (
+                f"the last checkpoint, {last}, keeps the last good state"
+                if last
+                else "no checkpoint was written"
+            )
             where = f"loss={value}" if not math.isfinite(value) else "on another process"
             raise NonFiniteLossError(
                 f"non-finite loss at iteration {runner.iter + 1} ({where}): training stopped before this "
