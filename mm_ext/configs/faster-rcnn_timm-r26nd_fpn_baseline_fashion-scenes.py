@@ -89,13 +89,19 @@ model = dict(
         small_input=False),
     neck=dict(in_channels=[64, 128, 256, 512], out_channels=64, num_outs=5),
     rpn_head=dict(in_channels=64, feat_channels=64, anchor_generator=dict(strides=strides + [64])),
+    # torchvision's RoIAlign and NMS (mm_ext.ops.torchvision_nms): the same results as mmcv's, whose CPU kernels
+    # took most of a training step here (benchmarks/bench_detector_cost.py); on a GPU both are fast.
     roi_head=dict(
-        bbox_roi_extractor=dict(out_channels=64, featmap_strides=strides),
+        bbox_roi_extractor=dict(out_channels=64, featmap_strides=strides,
+                                roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=0,
+                                               use_torchvision=True)),
         bbox_head=dict(in_channels=64, fc_out_channels=256, num_classes=10)),
     train_cfg=dict(
-        rpn_proposal=dict(nms_pre=1000, max_per_img=300),
+        rpn_proposal=dict(nms_pre=1000, max_per_img=300, nms=dict(type='torchvision_nms', iou_threshold=0.7)),
         rcnn=dict(sampler=dict(num=128))),
-    test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=300)))
+    test_cfg=dict(
+        rpn=dict(nms_pre=500, max_per_img=300, nms=dict(type='torchvision_nms', iou_threshold=0.7)),
+        rcnn=dict(nms=dict(type='torchvision_nms', iou_threshold=0.5))))
 
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=1000, val_interval=1000)
 val_cfg = dict(type='ValLoop')
