@@ -15,7 +15,7 @@ from pathlib import Path
 from .pipeline import Pipeline, Stage
 from .presets import PRESETS, get_preset
 from .report import read_lr_csv, write_report
-from .study import D2_SOURCES, MM_SOURCES, TIMM_SOURCES, build_stages
+from .study import D2_SOURCES, MM_SOURCES, TIMM_SOURCES, build_stages, low_precision
 
 TRACE_STEPS, TRACE_WARMUP, TRACE_LR = 60, 20, 0.02
 
@@ -167,7 +167,8 @@ def main(argv=None) -> int:
         print(f"ran {len(stages)} stages matching {args.only!r}; results under {run_dir / 'stages'}")
         return 0
     wall = time.time() - t0
-    meta = {"command": command.strip(), "machine": machine(), "wall_time": f"{wall / 60:.1f} min"}
+    meta = {"command": command.strip(), "machine": machine(), "wall_time": f"{wall / 60:.1f} min",
+            "low_precision": low_precision()}
     report = write_report(run_dir, preset, results, meta, {s.name: pipe.stage_dir(s.name) for s in stages})
     print(report.read_text())
     print(f"report: {report}")

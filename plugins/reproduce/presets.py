@@ -18,8 +18,12 @@ class Preset:
         batch_size: the efficient recipe's batch; the standard baseline uses half of it (paper: 256 vs 1024).
         scenes_train / scenes_val / scene_size: fashion scenes generated for detection and segmentation.
         det_iters / seg_iters: training iterations of Faster R-CNN and FCN per backbone.
-        transfer_seeds: seeds whose backbones are transferred (detection and segmentation are the costly part).
-        transfer_batch: images per iteration of the detectors and the segmenter (lr 0.01 at batch 8, linear).
+        transfer_seeds: seeds of the detector and segmenter runs (each transfers the backbones of ``seeds[0]``),
+            so that every transfer row has a spread over runs that differ only in the detector's own randomness.
+        transfer_batch: images per iteration of the detectors and the segmenter.
+        transfer_lr: their lr at ``transfer_batch`` (the same in MMDetection, Detectron2 and MMSegmentation).
+        dataset: classification data, ``fashion_photos`` (Fashion-MNIST items on photo crops, the fashion
+            scenes' domain, RGB) or ``fashion_mnist`` (grey items on black).
     """
 
     name: str
@@ -37,6 +41,8 @@ class Preset:
     seg_iters: int
     transfer_batch: int = 8
     transfer_seeds: tuple[int, ...] = (0,)
+    transfer_lr: float = 0.01
+    dataset: str = "fashion_photos"
     model: str = "tricks_resnet26n"
     teacher_model: str = "tricks_resnet50n"
 
@@ -46,13 +52,13 @@ class Preset:
 
 PRESETS = {
     "quick": Preset(name="quick", seeds=(0,), epochs=2, teacher_epochs=2, train_subset=5000, val_subset=2000,
-                    img_size=28, batch_size=64, scenes_train=200, scenes_val=50, scene_size=128,
-                    det_iters=100, seg_iters=100, transfer_batch=4),
-    # About 1.7 hours on an idle 2-core CPU: 33 classification runs of 4 epochs on 10,000 images (3 seeds),
-    # and 600-iteration transfers of seed 0's backbones into the three detectors/segmenters.
+                    img_size=32, batch_size=64, scenes_train=200, scenes_val=50, scene_size=128,
+                    det_iters=100, seg_iters=100, transfer_batch=4, transfer_lr=0.01),
+    # 3 seeds of 33 classification runs on the fashion photos, and 3 detector seeds of every transfer row
+    # (random-init control included) in the three detectors/segmenters.
     "full": Preset(name="full", seeds=(0, 1, 2), epochs=4, teacher_epochs=5, train_subset=10000, val_subset=2000,
-                   img_size=28, batch_size=64, scenes_train=1000, scenes_val=200, scene_size=128,
-                   det_iters=600, seg_iters=600, transfer_batch=4, transfer_seeds=(0,)),
+                   img_size=32, batch_size=128, scenes_train=1000, scenes_val=200, scene_size=128,
+                   det_iters=600, seg_iters=600, transfer_batch=4, transfer_seeds=(0, 1, 2), transfer_lr=0.01),
 }
 
 

@@ -31,3 +31,6 @@ SEGMENTATION = {  # pixel accuracy, mIoU
     "+ label smoothing": (78.64, 38.75),
     "+ mixup": (78.68, 38.81),
 }
+
+# Efficient training, ResNet-50 on 8 V100 (minutes per epoch, top-1): batch 256 FP32 against batch 1024 FP16.
+EFFICIENT_TRAINING = {"baseline": (13.3, 75.87), "efficient": (4.4, 76.21)}

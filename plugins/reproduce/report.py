@@ -12,6 +12,14 @@ from pathlib import Path
 from . import reference
 from .study import STACKED_ROWS, TRANSFER_ROWS, TWEAK_ROWS, cls_stage_name, slug
 
+# The paper's efficient-training comparison: the same ResNet-B, baseline (float32, batch b, no tricks) against
+# the efficient setting (low precision, batch 4b, linear scaling, warmup, zero gamma, no bias decay).
+EFFICIENT_ROWS = {"baseline": "cls-B-standard-s{s}", "efficient": "cls-tweak-B-s{s}"}
+
+
+_DATASET_NAMES = {"fashion_photos": "fashion photos (Fashion-MNIST items on photo crops)",
+                  "fashion_mnist": "Fashion-MNIST"}
+
 
 def _stats(values: list[float]) -> tuple[float, float]:
     mean = statistics.fmean(values)
@@ -23,25 +31,28 @@ def _cell(values: list[float]) -> str:
     return f"{mean:.2f} ± {sd:.2f}" if len(values) > 1 else f"{mean:.2f}"
 
 
-def collect(results: dict[str, dict], seeds) -> dict:
-    """Per-table, per-row lists of the metric over seeds."""
+def collect(results: dict[str, dict], seeds, transfer_seeds=None) -> dict:
+    """Per-table, per-row lists of the metric over seeds (the transfer tables: over ``transfer_seeds``)."""
+    transfer_seeds = seeds if transfer_seeds is None else transfer_seeds
 
-    def over_seeds(fmt, key):
-        vals = [results[fmt.format(s=s)][key] for s in seeds if fmt.format(s=s) in results]
+    def over_seeds(fmt, key, over=seeds):
+        vals = [results[fmt.format(s=s)].get(key) for s in over if fmt.format(s=s) in results]
         return [v for v in vals if v is not None and not math.isnan(v)]
+
+    def transfer(prefix, keys):
+        return {r: {name: over_seeds(f"{prefix}-{slug(r)}-s{{s}}", key, transfer_seeds) for name, key in keys.items()}
+                for r in TRANSFER_ROWS}
 
     tables = {
         "model_tweaks": {v: {"top1": over_seeds(f"cls-tweak-{v}-s{{s}}", "val_top1")} for v in TWEAK_ROWS},
         "stacked": {r: {"top1": [results[cls_stage_name(r, s)]["val_top1"] for s in seeds
                                  if cls_stage_name(r, s) in results]} for r in STACKED_ROWS},
-        "detection_mmdet": {r: {"mAP": over_seeds(f"det-mmdet-{slug(r)}-s{{s}}", "coco/bbox_mAP"),
-                                "mAP50": over_seeds(f"det-mmdet-{slug(r)}-s{{s}}", "coco/bbox_mAP_50")}
-                            for r in TRANSFER_ROWS},
-        "detection_d2": {r: {"mAP": over_seeds(f"det-d2-{slug(r)}-s{{s}}", "bbox/AP"),
-                             "mAP50": over_seeds(f"det-d2-{slug(r)}-s{{s}}", "bbox/AP50")} for r in TRANSFER_ROWS},
-        "segmentation_mmseg": {r: {"pixel_acc": over_seeds(f"seg-mmseg-{slug(r)}-s{{s}}", "aAcc"),
-                                   "mIoU": over_seeds(f"seg-mmseg-{slug(r)}-s{{s}}", "mIoU")}
-                               for r in TRANSFER_ROWS},
+        "detection_mmdet": transfer("det-mmdet", {"mAP": "coco/bbox_mAP", "mAP50": "coco/bbox_mAP_50"}),
+        "detection_d2": transfer("det-d2", {"mAP": "bbox/AP", "mAP50": "bbox/AP50"}),
+        "segmentation_mmseg": transfer("seg-mmseg", {"pixel_acc": "aAcc", "mIoU": "mIoU"}),
+        "efficient_training": {
+            row: {"top1": over_seeds(fmt, "val_top1"), "images_per_s": over_seeds(fmt, "images_per_s")}
+            for row, fmt in EFFICIENT_ROWS.items()},
     }
     tables["teacher"] = {"teacher": {"top1": [results[f"cls-teacher-s{s}"]["val_top1"] for s in seeds
                                               if f"cls-teacher-s{s}" in results]}}
@@ -84,13 +95,40 @@ def _table(title, rows, metric_cols, ref=None, ref_fmt=None):
 
 
 def _transfer_caveat(preset) -> str:
+    seeds = list(preset.transfer_seeds)
     if preset.det_iters < 200:
         return (f"**At this scale the transfer runs are too short to rank backbones** ({preset.det_iters} iterations "
                 "from a backbone trained for minutes): they show that every exported backbone loads and trains "
                 "end to end in each framework. The `full` preset is the measurement.")
-    seeds = list(preset.transfer_seeds)
-    return (f"Transfer rows are one detector or segmenter run per backbone (backbone seed(s) {seeds}): no spread is "
-            "measured for them, so small differences there are not evidence either way.")
+    if len(seeds) < 2:
+        return (f"Transfer rows are one detector or segmenter run per backbone (detector seed {seeds}): no spread is "
+                "measured for them, so small differences there are not evidence either way.")
+    return (f"Transfer rows are mean ± sd over detector / segmenter seeds {seeds}, every run transferring the "
+            f"backbones of classification seed {preset.seeds[0]}; Δ is paired over those seeds. The "
+            "`random init (D)` row is the control: the same detector from a randomly initialised ResNet-D, so the "
+            "next row's Δ is what transfer itself is worth here.")
+
+
+def _efficient_table(rows: dict, amp: bool, preset) -> str:
+    ref = reference.EFFICIENT_TRAINING
+    low = ("bfloat16 autocast + channels_last (this CPU has bfloat16 units)" if amp
+           else "float32 (this machine has no native low precision)")
+    b = preset.batch_size // 4
+    what = {"baseline": f"float32, batch {b}, step decay, no tricks",
+            "efficient": f"{low}, batch {4 * b}, lr scaled linearly, 1-epoch warmup, zero γ, no bias decay"}
+    lines = ["### Efficient training (ResNet-B, same epochs)", "",
+             "| setting | what | ours: images/s | ours: top-1 | paper: min/epoch | paper: top-1 |",
+             "|---|---|---|---|---|---|"]
+    for name, vals in rows.items():
+        speed = _cell(vals["images_per_s"]) if vals["images_per_s"] else "n/a"
+        top1 = _cell(vals["top1"]) if vals["top1"] else "n/a"
+        lines.append(f"| {name} | {what[name]} | {speed} | {top1} | {ref[name][0]:.1f} | {ref[name][1]:.2f} |")
+    base, eff = rows["baseline"]["images_per_s"], rows["efficient"]["images_per_s"]
+    if base and eff:
+        lines += ["", f"Training throughput (median over epochs, validation excluded): efficient / baseline = "
+                      f"{_stats(eff)[0] / _stats(base)[0]:.2f}x (paper: {ref['baseline'][0] / ref['efficient'][0]:.1f}x "
+                      "on 8 V100)."]
+    return "\n".join(lines) + "\n"
 
 
 def stage_seconds(run_dir: Path, names, stage_dirs: dict[str, Path] | None = None) -> float | None:
@@ -118,7 +156,7 @@ def write_report(run_dir: Path, preset, results: dict[str, dict], meta: dict,
     if "stage_time" not in meta:
         spent = stage_seconds(run_dir, sorted(results), stage_dirs)
         meta = {**meta, "stage_time": None if spent is None else f"{spent / 60:.1f} min"}
-    tables = collect(results, seeds)  # transfer rows hold the transfer seeds' values only
+    tables = collect(results, seeds, list(preset.transfer_seeds))
     out = {"preset": preset.to_dict(), "meta": meta, "tables": tables, "stages": results}
     tmp = run_dir / "results.json.tmp"
     tmp.write_text(json.dumps(out, indent=2, sort_keys=True))
@@ -129,11 +167,13 @@ def write_report(run_dir: Path, preset, results: dict[str, dict], meta: dict,
           f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}  ",
           f"Wall time: {meta['wall_time']} (this invocation)"
           + (f"; stage time, all invocations: {meta['stage_time']}" if meta.get("stage_time") else "") + "  ",
-          f"Figures are {spread}. Classification: Fashion-MNIST val top-1 (%) of `{preset.model}*` "
+          f"Figures are {spread}. Classification: {_DATASET_NAMES.get(preset.dataset, preset.dataset)}, "
+          f"{preset.img_size} px, val top-1 (%) of `{preset.model}*` "
           f"({preset.epochs} epochs, {preset.train_subset or 60000} train / {preset.val_subset or 10000} val images). "
           f"Transfer: fashion scenes ({preset.scenes_train} train / {preset.scenes_val} val, {preset.scene_size} px), "
-          f"{preset.det_iters} detector and {preset.seg_iters} segmenter iterations per backbone "
-          f"(backbones of seed(s) {list(preset.transfer_seeds)}). "
+          f"{preset.det_iters} detector and {preset.seg_iters} segmenter iterations at batch {preset.transfer_batch}, "
+          f"lr {preset.transfer_lr} (detector seeds {list(preset.transfer_seeds)}, backbones of seed "
+          f"{preset.seeds[0]}). "
           "The paper's figures are ImageNet / VOC / ADE20K with ResNet-50: compare directions, not levels.",
           *(["With several seeds, Δ is the mean ± standard deviation of the per-seed differences and, in "
              "brackets, on how many seeds the difference has the sign of the mean."] if len(seeds) > 1 else []),
@@ -145,6 +185,7 @@ def write_report(run_dir: Path, preset, results: dict[str, dict], meta: dict,
           f"Distillation teacher `{preset.teacher_model}d` (cosine + label smoothing, {preset.teacher_epochs} "
           f"epochs): top-1 {_cell(tables['teacher']['teacher']['top1']) if tables['teacher']['teacher']['top1'] else 'n/a'}.",
           "",
+          _efficient_table(tables["efficient_training"], bool(meta.get("low_precision")), preset),
           _table("Transfer: Faster R-CNN, MMDetection (box mAP %, COCO-style 0.5:0.95)", tables["detection_mmdet"],
                  [("mAP", "mAP"), ("mAP50", "mAP@0.5")], reference.DETECTION_MAP),
           _table("Transfer: Faster R-CNN, Detectron2 (box AP %, COCO-style 0.5:0.95)", tables["detection_d2"],

@@ -4,9 +4,14 @@ Classification (timm_ext on Fashion-MNIST):
   model tweaks   ResNet-A, B, C, D, each with the efficient recipe;
   stacked table  B-standard -> D-efficient -> + cosine -> + label smoothing -> + distillation -> + mixup
                  -> + distillation + mixup (teacher: a deeper tricks_* model trained with cosine and smoothing).
-Transfer (the exported backbone of B-standard, D-efficient, + cosine, + label smoothing, + mixup):
-  Faster R-CNN in MMDetection and Detectron2 (box mAP) and FCN in MMSegmentation (pixel accuracy, mIoU) on the
-  fashion scenes, with the detector/segmenter recipe held fixed so that only the backbone changes.
+Transfer (the exported backbone of B-standard, D-efficient, + cosine, + label smoothing, + mixup, and a
+  randomly initialised ResNet-D as the control): Faster R-CNN in MMDetection and Detectron2 (box mAP) and FCN in
+  MMSegmentation (pixel accuracy, mIoU) on the fashion scenes, with the detector/segmenter recipe held fixed so
+  that only the backbone changes; one run per detector seed, all from the first classification seed's backbones.
+
+The classification data are the fashion photos (``plugins.data.fashion_photos``: Fashion-MNIST items rendered
+on photo crops exactly as the scenes render them), so that pre-training and transfer share a domain, as
+ImageNet and VOC do.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import statistics
 from pathlib import Path
 
 import yaml
@@ -24,7 +30,8 @@ from .presets import Preset
 TWEAK_ROWS = ["A", "B", "C", "D"]
 STACKED_ROWS = ["B-standard", "D-efficient", "+ cosine", "+ label smoothing", "+ distillation", "+ mixup",
                 "+ distillation + mixup"]
-TRANSFER_ROWS = ["B-standard", "D-efficient", "+ cosine", "+ label smoothing", "+ mixup"]
+RANDOM_ROW = "random init (D)"  # the control: the same detector from a randomly initialised ResNet-D
+TRANSFER_ROWS = [RANDOM_ROW, "B-standard", "D-efficient", "+ cosine", "+ label smoothing", "+ mixup"]
 
 # The project packages each kind of stage runs (mm_ext and d2_ext build their backbones with timm_ext).
 TIMM_SOURCES = ("plugins", "timm_ext")
@@ -36,7 +43,23 @@ D2_CONFIG = "d2_ext/configs/faster_rcnn_timm_R_26n_D_FPN_baseline_fashion_scenes
 
 
 def slug(row: str) -> str:
+    if row == RANDOM_ROW:
+        return "random-init"
     return (row.replace("+ ", "").replace(" + ", "-").replace(" ", "-")) or row
+
+
+# Pixel statistics (0..255) the backbones were trained with, which the detectors' input normalisation repeats.
+PIXEL_STATS = {"fashion_photos": ([123.675, 116.28, 103.53], [58.395, 57.12, 57.375]),
+               "fashion_mnist": ([72.94] * 3, [90.02] * 3)}
+
+
+def low_precision() -> bool:
+    """Whether this CPU runs bfloat16 matrix products natively (AVX512-BF16 or AMX): the paper's low-precision
+    trick as it exists on a CPU. Without it, bfloat16 is emulated and slower, so the efficient rows stay float32."""
+    import torch
+
+    return bool(torch.cuda.is_available() or torch.backends.mkldnn.is_available()
+                and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def _milestones(epochs: int) -> list[int]:
@@ -45,14 +68,15 @@ def _milestones(epochs: int) -> list[int]:
 
 def recipes(p: Preset) -> dict[str, dict]:
     """The recipe of every classification row (plugins.recipe.Recipe fields)."""
-    standard = dict(variant="b", base_lr=0.1, base_batch_size=256, batch_size=p.batch_size // 2, epochs=p.epochs,
+    standard = dict(variant="b", base_lr=0.1, base_batch_size=256, batch_size=p.batch_size // 4, epochs=p.epochs,
                     warmup_epochs=0, schedule="step", step_milestones=_milestones(p.epochs), step_gamma=0.1,
                     momentum=0.9, nesterov=True, weight_decay=1e-4, no_bias_decay=False, zero_gamma=False,
                     label_smoothing=0.0, label_smoothing_form="paper", mixup_alpha=0.0, amp=False)
-    # The paper's "efficient" row: large batch with linear scaling, warmup, zero gamma, no bias decay (+ FP16,
-    # which is a GPU trick: benchmarks/gpu_efficient_training.py measures it; on this CPU it stays off).
+    # The paper's "efficient" row: 4x the batch with linear scaling, warmup, zero gamma, no bias decay and low
+    # precision: FP16 on a GPU; here bfloat16 autocast + channels_last where the CPU has bfloat16 units, else
+    # float32 (the report says which).
     efficient = {**standard, "variant": "d", "batch_size": p.batch_size, "warmup_epochs": 1, "zero_gamma": True,
-                 "no_bias_decay": True}
+                 "no_bias_decay": True, "amp": low_precision()}
     cosine = {**efficient, "schedule": "cosine"}
     smooth = {**cosine, "label_smoothing": 0.1}
     mixup = {**smooth, "mixup_alpha": 0.2}
@@ -75,8 +99,10 @@ def _write_recipe(run_dir: Path, name: str, recipe: dict) -> Path:
 def parse_classification(out: Path) -> dict:
     rows = list(csv.DictReader(open(out / "summary.csv")))
     top1 = [float(r["val_top1"]) for r in rows]
+    speed = [float(r["images_per_s"]) for r in rows if r.get("images_per_s")]
     return {"val_top1": top1[-1], "best_top1": max(top1), "val_top5": float(rows[-1]["val_top5"]),
-            "train_loss": float(rows[-1]["train_loss"]), "curve": top1}
+            "train_loss": float(rows[-1]["train_loss"]), "curve": top1,
+            "images_per_s": statistics.median(speed) if speed else None}
 
 
 def _last_json_lines(path: Path) -> list[dict]:
@@ -116,50 +142,57 @@ def parse_d2(out: Path) -> dict:
     return found
 
 
-def _mmdet_options(iters: int, batch: int) -> list[str]:
-    """The detector schedule of the shipped config (warmup, x0.1 at 75% and 90%), shortened to ``iters``."""
+def _mmdet_options(p: Preset) -> list[str]:
+    """The detector schedule of the shipped config (warmup, x0.1 at 75% and 90%), sized by the preset."""
+    iters = p.det_iters
     warm, steps = max(1, iters // 10), [round(iters * 0.75), round(iters * 0.9)]
-    return [f"train_cfg.max_iters={iters}", f"train_cfg.val_interval={iters}", *_mm_batch(batch),
+    return [f"train_cfg.max_iters={iters}", f"train_cfg.val_interval={iters}", *_mm_common(p),
             f"default_hooks.checkpoint.interval={iters}", f"param_scheduler.0.end={warm}",
             f"param_scheduler.1.end={iters}", f"param_scheduler.1.milestones=[{steps[0]},{steps[1]}]"]
 
 
-def _mm_batch(batch: int) -> list[str]:
-    return [f"train_dataloader.batch_size={batch}", f"optim_wrapper.optimizer.lr={0.01 * batch / 8}"]
+def _mm_common(p: Preset) -> list[str]:
+    mean, std = PIXEL_STATS[p.dataset]
+    return [f"train_dataloader.batch_size={p.transfer_batch}", f"optim_wrapper.optimizer.lr={p.transfer_lr}",
+            f"model.data_preprocessor.mean={mean}", f"model.data_preprocessor.std={std}"]
 
 
-def _mmseg_options(iters: int, batch: int) -> list[str]:
-    """The segmenter schedule of the shipped config (poly decay), shortened to ``iters``."""
-    return [f"train_cfg.max_iters={iters}", f"train_cfg.val_interval={iters}", *_mm_batch(batch),
+def _mmseg_options(p: Preset) -> list[str]:
+    """The segmenter schedule of the shipped config (poly decay), sized by the preset."""
+    iters = p.seg_iters
+    return [f"train_cfg.max_iters={iters}", f"train_cfg.val_interval={iters}", *_mm_common(p),
             f"default_hooks.checkpoint.interval={iters}", f"param_scheduler.0.end={iters}"]
 
 
-def _d2_options(iters: int, batch: int) -> list[str]:
-    """Detectron2's run matched to the MMDetection one: lr 0.01 at batch 8, same warmup and decay points."""
+def _d2_options(p: Preset) -> list[str]:
+    """Detectron2's run matched to the MMDetection one: the same lr, batch, warmup and decay points."""
+    iters = p.det_iters
     steps = f"({round(iters * 0.75)},{round(iters * 0.9)})"
+    mean, std = PIXEL_STATS[p.dataset]
     return ["SOLVER.MAX_ITER", str(iters), "SOLVER.STEPS", steps, "SOLVER.WARMUP_ITERS", str(max(1, iters // 10)),
-            "SOLVER.IMS_PER_BATCH", str(batch), "SOLVER.BASE_LR", str(0.01 * batch / 8), "SOLVER.CHECKPOINT_PERIOD", str(iters),
-            "TEST.EVAL_PERIOD", "0", "DATALOADER.NUM_WORKERS", "0"]
+            "SOLVER.IMS_PER_BATCH", str(p.transfer_batch), "SOLVER.BASE_LR", str(p.transfer_lr),
+            "SOLVER.CHECKPOINT_PERIOD", str(iters), "TEST.EVAL_PERIOD", "0", "DATALOADER.NUM_WORKERS", "0",
+            "MODEL.PIXEL_MEAN", str(mean), "MODEL.PIXEL_STD", str(std)]
 
 
 def build_stages(p: Preset, run_dir: Path) -> list[Stage]:
     rec = recipes(p)
     stages: list[Stage] = []
-    common = ["--dataset", "fashion_mnist", "--img-size", str(p.img_size), "--in-chans", "3",
+    common = ["--dataset", p.dataset, "--img-size", str(p.img_size), "--in-chans", "3",
               "--train-subset", str(p.train_subset),
               "--val-subset", str(p.val_subset), "--no-progress", "--output", "{out}"]
 
-    # Stage costs are seconds on an idle 2-core CPU, fitted to the quick and full presets' measured stage times
-    # (classification ~900 images/s with validation; Faster R-CNN 0.18 s, Detectron2's 0.065 s, FCN 0.05 s per
-    # training image). They only drive the remaining-time estimate, which rescales them by the measured rate.
-    images = (p.train_subset or 60000) * p.epochs + (p.val_subset or 10000) * p.epochs
+    # Stage costs are seconds on an idle 2-core CPU, fitted to the presets' measured stage times. They only drive
+    # the remaining-time estimate, which rescales them by the measured rate.
+    images = ((p.train_subset or 60000) * p.epochs + (p.val_subset or 10000) * p.epochs) * (p.img_size / 28) ** 2
     cls_cost = 8 + images / 900
 
     def cls_stage(name: str, row: str, model: str, seed: int, extra=(), deps=(), cost=cls_cost) -> Stage:
         recipe = _write_recipe(run_dir, row, rec[row])
+        fast = ["--channels-last"] if rec[row]["amp"] else []  # with bfloat16 autocast, as the paper's FP16 + NHWC
         return Stage(name=name, argv=["-m", "timm_ext.train", "--model", model, "--recipe", str(recipe),
-                                      "--seed", str(seed), *common, *extra],
-                     cost=cost, deps=list(deps), resume_argv=["--resume", "{out}/last.pth"],
+                                      "--seed", str(seed), *common, *fast, *extra],
+                     cost=cost / (2.0 if fast else 1.0),  # bench_low_precision.py: 2.6x per step, less overall deps=list(deps), resume_argv=["--resume", "{out}/last.pth"],
                      resume_marker="last.pth", parse=parse_classification, sources=TIMM_SOURCES)
 
     for seed in p.seeds:
@@ -183,33 +216,38 @@ def build_stages(p: Preset, run_dir: Path) -> list[Stage]:
                                            str(p.scenes_train), "--val", str(p.scenes_val), "--image-size",
                                            str(p.scene_size), "--seed", "0"],
                         cost=3 + (p.scenes_train + p.scenes_val) / 100, sources=("plugins",)))
+    data = "{dep:" + scenes + "}"
+    backbone_seed = p.seeds[0]
     for seed in p.transfer_seeds:
         s = f"s{seed}"
         for row in TRANSFER_ROWS:
-            src = cls_stage_name(row, seed)
-            model = p.model + ("b" if row == "B-standard" else "d")
-            ckpt = "{dep:" + src + "}/backbone.pth"
-            data = "{dep:" + scenes + "}"
+            if row == RANDOM_ROW:
+                src, model, deps = None, p.model + "d", [scenes]
+            else:
+                src = cls_stage_name(row, backbone_seed)
+                model, deps = p.model + ("b" if row == "B-standard" else "d"), [src, scenes]
+            mm_ckpt = "None" if src is None else "{dep:" + src + "}/backbone.pth"
+            d2_ckpt = "" if src is None else mm_ckpt
             stages.append(Stage(
                 name=f"det-mmdet-{slug(row)}-{s}",
                 argv=["-m", "mm_ext.train", MMDET_CONFIG, "--work-dir", "{out}", "--cfg-options",
-                      f"model.backbone.model_name={model}", f"model.backbone.checkpoint={ckpt}",
-                      *_mmdet_options(p.det_iters, p.transfer_batch), f"randomness.seed={seed}"],
-                deps=[src, scenes], parse=parse_mm, cost=25 + p.det_iters * p.transfer_batch * 0.18,
+                      f"model.backbone.model_name={model}", f"model.backbone.checkpoint={mm_ckpt}",
+                      *_mmdet_options(p), f"randomness.seed={seed}"],
+                deps=deps, parse=parse_mm, cost=25 + p.det_iters * p.transfer_batch * 0.18,
                 env={"FASHION_SCENES_ROOT": data + "/"}, sources=MM_SOURCES))
             stages.append(Stage(
                 name=f"det-d2-{slug(row)}-{s}",
                 argv=["-m", "d2_ext.train_net", "--config-file", D2_CONFIG, "--scenes-root", data,
-                      "OUTPUT_DIR", "{out}", "TRICKS.TIMM.MODEL_NAME", model, "TRICKS.TIMM.CHECKPOINT", ckpt,
-                      *_d2_options(p.det_iters, p.transfer_batch), "SEED", str(seed)],
-                deps=[src, scenes], parse=parse_d2, cost=12 + p.det_iters * p.transfer_batch * 0.065,
+                      "OUTPUT_DIR", "{out}", "TRICKS.TIMM.MODEL_NAME", model, "TRICKS.TIMM.CHECKPOINT", d2_ckpt,
+                      *_d2_options(p), "SEED", str(seed)],
+                deps=deps, parse=parse_d2, cost=12 + p.det_iters * p.transfer_batch * 0.065,
                 sources=D2_SOURCES))
             stages.append(Stage(
                 name=f"seg-mmseg-{slug(row)}-{s}",
                 argv=["-m", "mm_ext.train", MMSEG_CONFIG, "--work-dir", "{out}", "--cfg-options",
-                      f"model.backbone.model_name={model}", f"model.backbone.checkpoint={ckpt}",
-                      *_mmseg_options(p.seg_iters, p.transfer_batch), f"randomness.seed={seed}"],
-                deps=[src, scenes], parse=parse_mm, cost=20 + p.seg_iters * p.transfer_batch * 0.05,
+                      f"model.backbone.model_name={model}", f"model.backbone.checkpoint={mm_ckpt}",
+                      *_mmseg_options(p), f"randomness.seed={seed}"],
+                deps=deps, parse=parse_mm, cost=20 + p.seg_iters * p.transfer_batch * 0.05,
                 env={"FASHION_SCENES_ROOT": data + "/"}, sources=MM_SOURCES))
     return stages
 

@@ -10,6 +10,7 @@ from plugins.reproduce.pipeline import Pipeline, Stage
 from plugins.reproduce.presets import PRESETS, get_preset
 from plugins.reproduce.report import write_report
 from plugins.reproduce.study import (
+    RANDOM_ROW,
     STACKED_ROWS,
     TRANSFER_ROWS,
     TWEAK_ROWS,
@@ -184,7 +185,7 @@ def test_report_deltas_are_paired_over_seeds(tmp_path):
     assert "| B | 81.33 ± 0.76 | +0.33 ± 0.76 (2/3) |" in md
     assert "| C | 81.33 ± 0.76 | +0.00 ± 0.00 (0/3) |" in md, "no difference agrees with no sign"
     assert "| D | 85.00 ± 0.00 | +3.67 ± 0.76 (3/3) |" in md
-    assert "no spread is measured" in md, "single-run transfer rows say they carry no spread"
+    assert "paired over those seeds" in md, "transfer rows say what their spread is over"
 
 
 def test_cli_lists_stages(capsys, tmp_path):
@@ -238,3 +239,40 @@ def test_report_counts_stage_time_over_invocations(tmp_path):
     dirs["cls-tweak-A-s0"] = stale.parent
     write_report(tmp_path, p, results, {"command": "c", "machine": "m", "wall_time": "0.5 min"}, dirs)
     assert "stage time, all invocations: 3.2 min" in (tmp_path / "report.md").read_text()
+
+
+def test_transfer_runs_vary_the_detector_seed_over_the_first_seeds_backbones(tmp_path):
+    """Every transfer row is repeated per detector seed with the same backbone (seed 0's export), and the random
+    control row loads no checkpoint in any framework."""
+    p = get_preset("full")
+    assert len(p.transfer_seeds) >= 3
+    stages = {s.name: s for s in build_stages(p, tmp_path)}
+    for seed in p.transfer_seeds:
+        for prefix in ("det-mmdet", "det-d2", "seg-mmseg"):
+            st = stages[f"{prefix}-{slug('+ cosine')}-s{seed}"]
+            assert st.deps[0] == cls_stage_name("+ cosine", p.seeds[0]), st.deps
+            assert st.argv[-1] in (f"randomness.seed={seed}", str(seed)), st.argv[-2:]
+            control = stages[f"{prefix}-{slug(RANDOM_ROW)}-s{seed}"]
+            assert not any(d.startswith("cls-") for d in control.deps), control.deps
+            assert not any("backbone.pth" in a for a in control.argv)
+            if prefix == "det-d2":
+                assert control.argv[control.argv.index("TRICKS.TIMM.CHECKPOINT") + 1] == ""
+            else:
+                assert "model.backbone.checkpoint=None" in control.argv
+
+
+def test_report_has_the_efficient_training_table_and_the_random_control(tmp_path):
+    p = get_preset("full")
+    results = {}
+    for i, s in enumerate(p.seeds):
+        results[f"cls-B-standard-s{s}"] = {"val_top1": 80.0 + i, "images_per_s": 500.0}
+        results[f"cls-tweak-B-s{s}"] = {"val_top1": 79.0 + i, "images_per_s": 900.0}
+    for i, s in enumerate(p.transfer_seeds):
+        results[f"det-d2-{slug(RANDOM_ROW)}-s{s}"] = {"bbox/AP": 5.0 + i, "bbox/AP50": 10.0}
+        results[f"det-d2-B-standard-s{s}"] = {"bbox/AP": 30.0 + 2 * i, "bbox/AP50": 60.0}
+    write_report(tmp_path, p, results, {"command": "c", "machine": "m", "wall_time": "1 min", "low_precision": True})
+    md = (tmp_path / "report.md").read_text()
+    assert "| baseline | float32, batch 32, step decay, no tricks | 500.00 ± 0.00 | 81.00 ± 1.00 | 13.3 | 75.87 |" in md
+    assert "bfloat16 autocast + channels_last" in md and "efficient / baseline = 1.80x" in md
+    assert "| random init (D) | 6.00 ± 1.00 | 10.00 ± 0.00 |  |" in md
+    assert "| B-standard | 32.00 ± 2.00 | 60.00 ± 0.00 | +26.00 ± 1.00 (3/3) | 77.54 |" in md
