@@ -118,7 +118,9 @@ def create_resnet(
         **timm_kwargs,
     )
     if swap_stem:
-        model.conv1 = nn.Conv2d(in_chans, 2 * stem, kernel_size=7, stride=2, padding=3, bias=False)
+        # Same device and dtype as the stem it replaces: from timm's device=/dtype= kwargs or a device context.
+        dd = {"device": model.conv1[0].weight.device, "dtype": model.conv1[0].weight.dtype}
+        model.conv1 = nn.Conv2d(in_chans, 2 * stem, kernel_size=7, stride=2, padding=3, bias=False, **dd)
         nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")  # as timm's init
     if variant == "a":
         for block in model.modules():

@@ -100,3 +100,13 @@ def test_timm_features_matches_timm_forward_intermediates():
     assert features.out_channels == [16, 64, 128, 256, 512]
     assert features.out_strides == [2, 2, 4, 8, 16]  # small input: no stem max-pool
     assert [o.shape[-1] for o in ours] == [64 // s for s in features.out_strides]
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_create_model_places_every_tensor_on_the_given_device_and_dtype(name):
+    # timm's test_model_default_cfgs builds every model with device="meta"; nothing may stay on the CPU
+    # or in the default dtype (the narrow A/B stem swaps in its own 7x7 conv).
+    model = timm.create_model(name, device="meta", dtype=torch.float64)
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    assert [n for n, t in tensors if t.device != torch.device("meta")] == [], name
+    assert [n for n, t in tensors if t.is_floating_point() and t.dtype != torch.float64] == [], name
