@@ -18,7 +18,10 @@ Typical use::
     trainer.resume_or_load(resume=False)
     trainer.train()
 
-or ``python -m d2_ext.train_net --config-file FILE [KEY VALUE ...]``. The formulas live in ``plugins``.
+or ``python -m d2_ext.train_net --config-file FILE [KEY VALUE ...]``. A trainer of one's own keeps working:
+its ``build_optimizer`` / ``build_lr_scheduler`` classmethods return ``d2_ext.build_optimizer(cfg, model)`` /
+``d2_ext.build_lr_scheduler(cfg, optimizer)`` (or it derives from ``d2_ext.TricksSolverMixin`` before
+``DefaultTrainer``). The formulas live in ``plugins``.
 """
 
 from pathlib import Path
@@ -27,10 +30,20 @@ from . import backbone as _backbone  # noqa: F401  registration: build_timm_back
 from . import roi_heads as _roi_heads  # noqa: F401  registration: LabelSmoothingStandardROIHeads
 from .config import add_tricks_config, validate_tricks_config
 from .data import register_fashion_scenes
+from .solver import TricksSolverMixin, build_lr_scheduler, build_optimizer
 from .trainer import Trainer
 
-__all__ = ["CONFIG_DIR", "Trainer", "add_tricks_config", "get_config_file", "register_fashion_scenes",
-           "validate_tricks_config"]
+__all__ = [
+    "CONFIG_DIR",
+    "Trainer",
+    "TricksSolverMixin",
+    "add_tricks_config",
+    "build_lr_scheduler",
+    "build_optimizer",
+    "get_config_file",
+    "register_fashion_scenes",
+    "validate_tricks_config",
+]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 

@@ -1,11 +1,25 @@
 """Optimizer and lr scheduler from ``cfg.TRICKS``; the formulas are ``plugins.schedules`` and
 ``plugins.param_groups``, this module binds them to Detectron2's solver.
 
+Detectron2's own route: the same two signatures as ``detectron2.solver``, for the ``build_optimizer`` /
+``build_lr_scheduler`` classmethods of any ``DefaultTrainer`` subclass (``d2_ext.Trainer`` uses them too)::
+
+    class MyTrainer(DefaultTrainer):
+        @classmethod
+        def build_optimizer(cls, cfg, model):
+            return d2_ext.build_optimizer(cfg, model)
+
+        @classmethod
+        def build_lr_scheduler(cls, cfg, optimizer):
+            return d2_ext.build_lr_scheduler(cfg, optimizer)
+
+or ``class MyTrainer(d2_ext.TricksSolverMixin, DefaultTrainer)``, which defines exactly those two.
+
 - :func:`scaled_base_lr`: ``SOLVER.BASE_LR``, linearly scaled to the global ``SOLVER.IMS_PER_BATCH`` when
   ``TRICKS.BASE_BATCH_SIZE > 0``.
-- :func:`build_tricks_optimizer`: SGD over ``no_bias_decay_param_groups`` when ``TRICKS.NO_BIAS_DECAY``, else
+- :func:`build_optimizer`: SGD over ``no_bias_decay_param_groups`` when ``TRICKS.NO_BIAS_DECAY``, else
   Detectron2's ``build_optimizer``; gradient clipping from ``SOLVER.CLIP_GRADIENTS`` either way.
-- :func:`build_tricks_lr_scheduler`: Detectron2's ``LRMultiplier`` over :class:`WarmupCosineParamScheduler`
+- :func:`build_lr_scheduler`: Detectron2's ``LRMultiplier`` over :class:`WarmupCosineParamScheduler`
   when ``TRICKS.LR_SCHEDULE == "warmup_cosine"``, else Detectron2's ``build_lr_scheduler``.
 """
 
@@ -14,7 +28,8 @@ from __future__ import annotations
 import logging
 
 import torch
-from detectron2.solver import build_lr_scheduler, build_optimizer
+from detectron2.solver import build_lr_scheduler as _d2_build_lr_scheduler
+from detectron2.solver import build_optimizer as _d2_build_optimizer
 from detectron2.solver import lr_scheduler as _d2_lr_scheduler
 from detectron2.solver.build import maybe_add_gradient_clipping
 
@@ -23,7 +38,15 @@ from plugins.schedules import scale_lr, warmup_cosine_factor
 
 from .config import validate_tricks_config
 
-__all__ = ["WarmupCosineParamScheduler", "build_tricks_lr_scheduler", "build_tricks_optimizer", "scaled_base_lr"]
+__all__ = [
+    "TricksSolverMixin",
+    "WarmupCosineParamScheduler",
+    "build_lr_scheduler",
+    "build_optimizer",
+    "build_tricks_lr_scheduler",
+    "build_tricks_optimizer",
+    "scaled_base_lr",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -69,12 +92,15 @@ def scaled_base_lr(cfg) -> float:
     lr = scale_lr(cfg.SOLVER.BASE_LR, cfg.SOLVER.IMS_PER_BATCH, cfg.TRICKS.BASE_BATCH_SIZE)
     logger.info(
         "linear scaling: lr %g = SOLVER.BASE_LR %g x SOLVER.IMS_PER_BATCH %d / TRICKS.BASE_BATCH_SIZE %d",
-        lr, cfg.SOLVER.BASE_LR, cfg.SOLVER.IMS_PER_BATCH, cfg.TRICKS.BASE_BATCH_SIZE,
+        lr,
+        cfg.SOLVER.BASE_LR,
+        cfg.SOLVER.IMS_PER_BATCH,
+        cfg.TRICKS.BASE_BATCH_SIZE,
     )
     return lr
 
 
-def build_tricks_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
+def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     """SGD (``SOLVER.MOMENTUM``, ``NESTEROV``, ``WEIGHT_DECAY``) at :func:`scaled_base_lr`.
 
     With ``TRICKS.NO_BIAS_DECAY`` its param groups are ``no_bias_decay_param_groups(model, WEIGHT_DECAY)``
@@ -86,7 +112,7 @@ def build_tricks_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer
         cfg = cfg.clone()
         cfg.defrost()
         cfg.SOLVER.BASE_LR = lr
-        return build_optimizer(cfg, model)
+        return _d2_build_optimizer(cfg, model)
     groups = no_bias_decay_param_groups(model, cfg.SOLVER.WEIGHT_DECAY)
     return maybe_add_gradient_clipping(cfg, torch.optim.SGD)(
         groups,
@@ -97,12 +123,36 @@ def build_tricks_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer
     )
 
 
-def build_tricks_lr_scheduler(cfg, optimizer: torch.optim.Optimizer):
+def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer):
     """Per-iteration scheduler: the plugin's warmup + cosine (``TRICKS.WARMUP_ITERS``, ``MIN_LR_RATIO``, over
     ``SOLVER.MAX_ITER``) when ``TRICKS.LR_SCHEDULE == "warmup_cosine"``, else Detectron2's own from
     ``SOLVER.LR_SCHEDULER_NAME`` (then ``SOLVER.WARMUP_*`` apply; with the plugin schedule they are unused)."""
     validate_tricks_config(cfg)
     if cfg.TRICKS.LR_SCHEDULE == "":
-        return build_lr_scheduler(cfg, optimizer)
-    multiplier = WarmupCosineParamScheduler(cfg.SOLVER.MAX_ITER, cfg.TRICKS.WARMUP_ITERS, cfg.TRICKS.MIN_LR_RATIO)
+        return _d2_build_lr_scheduler(cfg, optimizer)
+    multiplier = WarmupCosineParamScheduler(
+        cfg.SOLVER.MAX_ITER, cfg.TRICKS.WARMUP_ITERS, cfg.TRICKS.MIN_LR_RATIO
+    )
     return _d2_lr_scheduler.LRMultiplier(optimizer, multiplier=multiplier, max_iter=cfg.SOLVER.MAX_ITER)
+
+
+# The earlier names, kept for code that imports them.
+build_tricks_optimizer = build_optimizer
+build_tricks_lr_scheduler = build_lr_scheduler
+
+
+class TricksSolverMixin:
+    """``build_optimizer`` and ``build_lr_scheduler`` classmethods that apply ``cfg.TRICKS``.
+
+    Put it before ``DefaultTrainer`` (``class MyTrainer(TricksSolverMixin, DefaultTrainer)``) so that its two
+    classmethods are the ones ``DefaultTrainer.__init__`` calls; they return :func:`build_optimizer` and
+    :func:`build_lr_scheduler`. Nothing else of the trainer changes.
+    """
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        return build_lr_scheduler(cfg, optimizer)

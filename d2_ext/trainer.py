@@ -35,7 +35,7 @@ from plugins.random_state import capture_random_state, restore_random_state
 
 from .config import validate_tricks_config
 from .hooks import LrRecorder
-from .solver import build_tricks_lr_scheduler, build_tricks_optimizer
+from .solver import TricksSolverMixin
 
 __all__ = ["Trainer"]
 
@@ -61,11 +61,11 @@ def _cpu_ddp(cfg):
         _d2_defaults.create_ddp_model = original
 
 
-class Trainer(DefaultTrainer):
+class Trainer(TricksSolverMixin, DefaultTrainer):
     """``DefaultTrainer`` whose builders read ``cfg.TRICKS`` (added by ``d2_ext.add_tricks_config``).
 
-    - ``build_optimizer``: ``d2_ext.solver.build_tricks_optimizer`` (no bias decay, linear scaling).
-    - ``build_lr_scheduler``: ``d2_ext.solver.build_tricks_lr_scheduler`` (warmup + cosine of ``plugins``).
+    - ``build_optimizer`` / ``build_lr_scheduler``: ``d2_ext.build_optimizer`` / ``d2_ext.build_lr_scheduler``
+      (no bias decay, linear scaling, warmup + cosine of ``plugins``), from ``d2_ext.TricksSolverMixin``.
     - ``build_evaluator``: by the dataset's ``evaluator_type``: ``"coco"`` -> ``COCOEvaluator`` (pure-Python
       evaluation, ``use_fast_impl=False``, so no compiled Detectron2 op is needed), ``"pascal_voc"`` ->
       ``PascalVOCDetectionEvaluator``, ``"sem_seg"`` -> ``SemSegEvaluator``.
@@ -73,7 +73,9 @@ class Trainer(DefaultTrainer):
 
     def __init__(self, cfg):
         validate_tricks_config(cfg)
-        if not logging.getLogger("d2_ext").isEnabledFor(logging.INFO):  # as DefaultTrainer does for detectron2
+        if not logging.getLogger("d2_ext").isEnabledFor(
+            logging.INFO
+        ):  # as DefaultTrainer does for detectron2
             setup_logger(name="d2_ext")
         self._resumed_random_state = None
         with _cpu_ddp(cfg):
@@ -116,14 +118,6 @@ class Trainer(DefaultTrainer):
     def build_hooks(self):
         """``DefaultTrainer``'s hooks plus ``LrRecorder`` (``OUTPUT_DIR/lr_per_step.csv``)."""
         return [*super().build_hooks(), LrRecorder(self.cfg.OUTPUT_DIR)]
-
-    @classmethod
-    def build_optimizer(cls, cfg, model):
-        return build_tricks_optimizer(cfg, model)
-
-    @classmethod
-    def build_lr_scheduler(cls, cfg, optimizer):
-        return build_tricks_lr_scheduler(cfg, optimizer)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
