@@ -21,13 +21,15 @@ Typical use::
 or ``python -m d2_ext.train_net --config-file FILE [KEY VALUE ...]``. A trainer of one's own keeps working:
 its ``build_optimizer`` / ``build_lr_scheduler`` classmethods return ``d2_ext.build_optimizer(cfg, model)`` /
 ``d2_ext.build_lr_scheduler(cfg, optimizer)`` (or it derives from ``d2_ext.TricksSolverMixin`` before
-``DefaultTrainer``). The formulas live in ``plugins``.
+``DefaultTrainer``). Importing ``d2_ext`` also makes every trainer's ``train()`` fail with a ValueError naming
+the keys when set ``cfg.TRICKS`` keys are not applied (``d2_ext.check``). The formulas live in ``plugins``.
 """
 
 from pathlib import Path
 
 from . import backbone as _backbone  # noqa: F401  registration: build_timm_backbone, build_timm_fpn_backbone
 from . import roi_heads as _roi_heads  # noqa: F401  registration: LabelSmoothingStandardROIHeads
+from .check import check_tricks_applied, install_tricks_check
 from .config import add_tricks_config, validate_tricks_config
 from .data import register_fashion_scenes
 from .solver import TricksSolverMixin, build_lr_scheduler, build_optimizer
@@ -40,10 +42,13 @@ __all__ = [
     "add_tricks_config",
     "build_lr_scheduler",
     "build_optimizer",
+    "check_tricks_applied",
     "get_config_file",
     "register_fashion_scenes",
     "validate_tricks_config",
 ]
+
+install_tricks_check()
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 

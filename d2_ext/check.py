@@ -1,0 +1,209 @@
+"""Fail loudly when a trainer does not apply the ``cfg.TRICKS`` keys that are set.
+
+A Detectron2 user keeps their own ``train_net.py`` and ``DefaultTrainer`` subclass, calls
+``d2_ext.add_tricks_config(cfg)`` and sets ``TRICKS.LR_SCHEDULE`` / ``NO_BIAS_DECAY`` / ``BASE_BATCH_SIZE``. If
+that trainer builds its optimizer and scheduler with Detectron2's own builders, the keys would do nothing,
+silently. :func:`check_tricks_applied` compares what the trainer built with what the keys ask for and raises
+ValueError naming every key left unapplied and what to call instead.
+
+How the check is installed, and why there: importing ``d2_ext`` (which any code calling ``add_tricks_config``
+has done) wraps ``detectron2.engine.TrainerBase.train`` once, so the check runs at the start of every trainer's
+``train()``: after the model, optimizer and scheduler exist and after ``resume_or_load``, before the
+``EventStorage``, the hooks and the first iteration. Nothing earlier fits every user:
+
+- Detectron2 has no registry or hook list that every trainer runs: each trainer builds its own hooks and may
+  override ``build_optimizer`` / ``build_lr_scheduler`` / ``build_hooks``;
+- the model may be entirely Detectron2's (a stock ResNet and ``StandardROIHeads``), so no code of d2_ext runs
+  when it is built, and a model never sees its optimizer anyway;
+- ``add_tricks_config`` runs before the keys are even merged.
+
+The wrapper is a no-op for a trainer without a ``cfg`` holding ``TRICKS`` (``SimpleTrainer``, LazyConfig
+trainers), for keys left at their defaults and for keys that would change nothing (``NO_BIAS_DECAY`` with
+``SOLVER.WEIGHT_DECAY`` 0, ``BASE_BATCH_SIZE`` equal to ``SOLVER.IMS_PER_BATCH``). It compares results rather
+than marking the objects d2_ext builds, so a trainer that applies a key its own way (e.g. its own no-bias-decay
+groups) passes. It raises rather than warns: a run without the tricks it asked for is a wrong result, and a
+warning is easily lost in Detectron2's log.
+
+Checked: ``NO_BIAS_DECAY`` (no bias or norm parameter is decayed), ``BASE_BATCH_SIZE`` (some group of
+conv/linear weights starts at the scaled lr), ``LR_SCHEDULE="warmup_cosine"`` (the scheduler is Detectron2's
+``LRMultiplier`` giving ``plugins.schedules.warmup_cosine_factor`` over ``SOLVER.MAX_ITER``), and, since they are
+as silent otherwise, ``LABEL_SMOOTHING`` (the box predictor smooths with that epsilon and form) and
+``ZERO_GAMMA`` (the backbone is d2_ext's timm one).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+from detectron2.config import CfgNode
+from detectron2.engine import TrainerBase
+from detectron2.solver.lr_scheduler import LRMultiplier
+from torch import nn
+
+from plugins.param_groups import no_bias_decay_param_groups
+from plugins.schedules import scale_lr, warmup_cosine_factor
+
+from .backbone import TimmBackbone
+from .roi_heads import LabelSmoothingFastRCNNOutputLayers
+
+__all__ = ["check_tricks_applied", "install_tricks_check", "tricks_not_applied"]
+
+_SOLVER_KEYS = ("NO_BIAS_DECAY", "BASE_BATCH_SIZE", "LR_SCHEDULE")
+_INSTALLED = "_d2_ext_tricks_check"
+
+
+def _close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-15)
+
+
+def _decayed_no_decay_params(cfg, model, optimizer) -> str | None:
+    if not cfg.TRICKS.NO_BIAS_DECAY or cfg.SOLVER.WEIGHT_DECAY == 0:
+        return None  # nothing is decayed at all: the key changes nothing
+    decay_of = {
+        id(p): group.get("weight_decay", 0.0) for group in optimizer.param_groups for p in group["params"]
+    }
+    names = {id(p): name for name, p in model.named_parameters()}
+    no_decay = no_bias_decay_param_groups(model, cfg.SOLVER.WEIGHT_DECAY)[1]["params"]
+    decayed = [p for p in no_decay if decay_of.get(id(p), 0.0) > 0]
+    if not decayed:
+        return None
+    first = decayed[0]
+    return (
+        f"{len(decayed)} of {len(no_decay)} biases and norm parameters are decayed, e.g. "
+        f"{names.get(id(first), '?')!r} at weight_decay {decay_of[id(first)]:g}"
+    )
+
+
+def _unscaled_lr(cfg, model, optimizer, scheduler) -> str | None:
+    t, solver = cfg.TRICKS, cfg.SOLVER
+    if t.BASE_BATCH_SIZE == 0:
+        return None
+    expected = scale_lr(solver.BASE_LR, solver.IMS_PER_BATCH, t.BASE_BATCH_SIZE)
+    groups = optimizer.param_groups
+    base_lrs = getattr(scheduler, "base_lrs", None)
+    if base_lrs is None or len(base_lrs) != len(groups):
+        base_lrs = [group.get("initial_lr", group["lr"]) for group in groups]
+    weights = {id(p) for p in no_bias_decay_param_groups(model, 0.0)[0]["params"]}
+    lrs = sorted(
+        {lr for lr, group in zip(base_lrs, groups) if any(id(p) in weights for p in group["params"])}
+    )
+    if not lrs or any(_close(lr, expected) for lr in lrs):
+        return None
+    return (
+        f"no group of conv/linear weights starts at the scaled lr {expected:g} (SOLVER.BASE_LR "
+        f"{solver.BASE_LR:g} x SOLVER.IMS_PER_BATCH {solver.IMS_PER_BATCH} / {t.BASE_BATCH_SIZE}); "
+        f"their lr: {', '.join(f'{lr:g}' for lr in lrs)}"
+    )
+
+
+def _other_schedule(cfg, scheduler) -> str | None:
+    t, total = cfg.TRICKS, cfg.SOLVER.MAX_ITER
+    if t.LR_SCHEDULE != "warmup_cosine":
+        return None
+    found = f"the lr scheduler is {type(scheduler).__name__}"
+    if not isinstance(scheduler, LRMultiplier):
+        return found + ", not d2_ext's LRMultiplier over warmup + cosine"
+    found += f" over {type(scheduler._multiplier).__name__}"
+    if scheduler._max_iter != total:
+        return f"{found} over {scheduler._max_iter} iterations, not SOLVER.MAX_ITER={total}"
+    warmup = t.WARMUP_ITERS
+    for k in sorted({0, warmup - 1, warmup, total // 2, total - 1} & set(range(total))):
+        want = warmup_cosine_factor(k + 1, total, warmup, t.MIN_LR_RATIO)
+        got = scheduler._multiplier(k / total)
+        if not _close(got, want):
+            return (
+                f"{found} whose factor at iteration {k} is {got:g}, not warmup + cosine's {want:g} "
+                f"(TRICKS.WARMUP_ITERS={warmup}, MIN_LR_RATIO={t.MIN_LR_RATIO})"
+            )
+    return None
+
+
+def _no_smoothing(cfg, model) -> str | None:
+    t = cfg.TRICKS
+    if t.LABEL_SMOOTHING == 0:
+        return None
+    for module in model.modules():
+        if (
+            isinstance(module, LabelSmoothingFastRCNNOutputLayers)
+            and _close(module.label_smoothing, t.LABEL_SMOOTHING)
+            and module.label_smoothing_form == t.LABEL_SMOOTHING_FORM
+        ):
+            return None
+    return (
+        f"no box predictor smooths with it (MODEL.ROI_HEADS.NAME={cfg.MODEL.ROI_HEADS.NAME!r}); set "
+        "MODEL.ROI_HEADS.NAME to 'LabelSmoothingStandardROIHeads'"
+    )
+
+
+def _no_timm_backbone(cfg, model) -> str | None:
+    if not cfg.TRICKS.ZERO_GAMMA or any(isinstance(m, TimmBackbone) for m in model.modules()):
+        return None
+    return (
+        f"the backbone is not d2_ext's timm one (MODEL.BACKBONE.NAME={cfg.MODEL.BACKBONE.NAME!r}); set "
+        "MODEL.BACKBONE.NAME to 'build_timm_fpn_backbone' or 'build_timm_backbone'"
+    )
+
+
+def tricks_not_applied(cfg: CfgNode, model: nn.Module, optimizer, scheduler) -> dict[str, str]:
+    """``{key: what was found}`` for every ``cfg.TRICKS`` key that is set but not applied by these objects.
+
+    Args:
+        cfg: a config with ``TRICKS`` (``add_tricks_config``), as the trainer was built from.
+        model: the trained model (unwrapped from DDP).
+        optimizer: the optimizer the trainer steps.
+        scheduler: the trainer's lr scheduler (its ``base_lrs`` are the lrs before any schedule factor).
+    """
+    found = {
+        "NO_BIAS_DECAY": _decayed_no_decay_params(cfg, model, optimizer),
+        "BASE_BATCH_SIZE": _unscaled_lr(cfg, model, optimizer, scheduler),
+        "LR_SCHEDULE": _other_schedule(cfg, scheduler),
+        "LABEL_SMOOTHING": _no_smoothing(cfg, model),
+        "ZERO_GAMMA": _no_timm_backbone(cfg, model),
+    }
+    return {key: detail for key, detail in found.items() if detail is not None}
+
+
+def check_tricks_applied(trainer) -> None:
+    """Raise ValueError if ``trainer`` (a ``DefaultTrainer``-like object) leaves set ``cfg.TRICKS`` keys unapplied.
+
+    Reads ``trainer.cfg``, ``trainer.model``, ``trainer.optimizer`` and ``trainer.scheduler``; does nothing for a
+    trainer without a ``cfg`` holding ``TRICKS``. The message names each key with its value and what was found,
+    and says what the trainer should call.
+    """
+    cfg = getattr(trainer, "cfg", None)
+    if not isinstance(cfg, CfgNode) or "TRICKS" not in cfg:
+        return
+    model, optimizer = getattr(trainer, "model", None), getattr(trainer, "optimizer", None)
+    if model is None or optimizer is None:
+        return
+    model = getattr(model, "module", model)  # DistributedDataParallel
+    problems = tricks_not_applied(cfg, model, optimizer, getattr(trainer, "scheduler", None))
+    if not problems:
+        return
+    name = type(trainer).__name__
+    listed = "; ".join(f"cfg.TRICKS.{key}={cfg.TRICKS[key]!r}: {detail}" for key, detail in problems.items())
+    parts = [f"{name} does not apply cfg.TRICKS keys that are set: {listed}."]
+    if any(key in _SOLVER_KEYS for key in problems):
+        parts.append(
+            f"To apply the solver keys, return d2_ext.build_optimizer(cfg, model) from {name}.build_optimizer and "
+            f"d2_ext.build_lr_scheduler(cfg, optimizer) from {name}.build_lr_scheduler (or put "
+            "d2_ext.TricksSolverMixin before DefaultTrainer in its bases, or train with d2_ext.Trainer)."
+        )
+    parts.append("Or set those keys back to their defaults.")
+    raise ValueError(" ".join(parts))
+
+
+def install_tricks_check() -> None:
+    """Run :func:`check_tricks_applied` at the start of every ``TrainerBase.train`` (once; idempotent)."""
+    train = TrainerBase.train
+    if getattr(train, _INSTALLED, False):
+        return
+
+    @functools.wraps(train)
+    def train_with_tricks_check(self, *args, **kwargs):
+        check_tricks_applied(self)
+        return train(self, *args, **kwargs)
+
+    setattr(train_with_tricks_check, _INSTALLED, True)
+    TrainerBase.train = train_with_tricks_check
