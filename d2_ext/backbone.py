@@ -129,7 +129,7 @@ def build_timm_backbone(cfg, input_shape: ShapeSpec) -> Backbone:
 def build_timm_fpn_backbone(cfg, input_shape: ShapeSpec) -> Backbone:
     """FPN over :func:`build_timm_backbone`, from ``MODEL.FPN.{IN_FEATURES,OUT_CHANNELS,NORM,FUSE_TYPE}``."""
     bottom_up = build_timm_backbone(cfg, input_shape)
-    return FPN(
+    fpn = FPN(
         bottom_up=bottom_up,
         in_features=cfg.MODEL.FPN.IN_FEATURES,
         out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
@@ -137,3 +137,33 @@ def build_timm_fpn_backbone(cfg, input_shape: ShapeSpec) -> Backbone:
         top_block=LastLevelMaxPool(),
         fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
     )
+    _check_fpn_levels(cfg, fpn)
+    return fpn
+
+
+def _check_fpn_levels(cfg, fpn: FPN) -> None:
+    """ValueError naming ``MODEL.RPN.IN_FEATURES`` / ``MODEL.ROI_HEADS.IN_FEATURES`` when they ask for FPN levels
+    this backbone does not output (Detectron2 fails later with a bare KeyError). FPN names a level by its stride
+    (``p{log2(stride)}``), so a timm model without the stem max-pool (the ``tricks_resnet*n*`` variants, made for
+    28 px inputs) outputs p1..p5 where ``Base-RCNN-FPN.yaml`` expects p2..p6."""
+    levels = list(fpn.output_shape())
+    wanted = []
+    if cfg.MODEL.PROPOSAL_GENERATOR.NAME == "RPN":
+        wanted.append("RPN")
+    if cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN":
+        wanted.append("ROI_HEADS")
+    for head in wanted:
+        missing = [name for name in cfg.MODEL[head].IN_FEATURES if name not in levels]
+        if missing:
+            strides = [fpn.output_shape()[name].stride for name in levels]
+            hint = (
+                " (with a tricks_resnet*n* model, set TRICKS.TIMM.KWARGS.small_input False to keep the stem "
+                "max-pool and Detectron2's strides 4..64)"
+                if strides[0] < 4
+                else ""
+            )
+            raise ValueError(
+                f"MODEL.{head}.IN_FEATURES={list(cfg.MODEL[head].IN_FEATURES)!r} asks for {missing}, which the timm "
+                f"FPN backbone of TRICKS.TIMM.MODEL_NAME={cfg.TRICKS.TIMM.MODEL_NAME!r} does not output; it outputs "
+                f"{levels} at strides {strides}{hint}"
+            )

@@ -199,3 +199,23 @@ def test_model_zoo_base_rcnn_fpn_unchanged():
         losses = model([{"image": torch.randint(0, 255, (3, 96, 96)).float(), "instances": instances}])
     assert set(losses) == {"loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc"}
     assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_fpn_levels_the_heads_ask_for_are_checked():
+    """FPN names a level by its stride: without the stem max-pool (the narrow tricks_resnet*n* default) the levels
+    are p1..p5, and Base-RCNN-FPN.yaml's RPN asks for p2..p6; say so instead of Detectron2's KeyError 'p6'."""
+    cfg = get_cfg()
+    add_tricks_config(cfg)
+    cfg.merge_from_file(model_zoo.get_config_file("Base-RCNN-FPN.yaml"))
+    cfg.MODEL.BACKBONE.NAME = "build_timm_fpn_backbone"
+    cfg.TRICKS.TIMM.MODEL_NAME = "tricks_resnet26nd"
+    with pytest.raises(
+        ValueError,
+        match=r"MODEL.RPN.IN_FEATURES=\['p2', 'p3', 'p4', 'p5', 'p6'\] asks for \['p6'\], which the timm FPN "
+        r"backbone of TRICKS.TIMM.MODEL_NAME='tricks_resnet26nd' does not output; it outputs \['p1', 'p2', 'p3', "
+        r"'p4', 'p5'\] at strides \[2, 4, 8, 16, 32\] \(with a tricks_resnet\*n\* model, set "
+        r"TRICKS.TIMM.KWARGS.small_input False",
+    ):
+        build_backbone(cfg)
+    cfg.TRICKS.TIMM.KWARGS.small_input = False
+    assert list(build_backbone(cfg).output_shape()) == ["p2", "p3", "p4", "p5", "p6"]
