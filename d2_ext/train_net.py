@@ -9,6 +9,12 @@ if the folder holds none. Without a GPU, ``MODEL.DEVICE`` falls back to ``cpu``.
 value out of range), a backbone checkpoint that does not fit, missing data or a non-finite loss exits with
 status 2 and a one-line message; ``--debug`` shows the traceback instead.
 
+Evaluation is Detectron2's ``tools/train_net.py``'s: ``--eval-only`` evaluates ``MODEL.WEIGHTS`` (or the last
+checkpoint with ``--resume``), and with ``TEST.AUG.ENABLED`` also ``GeneralizedRCNNWithTTA`` (results
+``"<task>_TTA"``, files in ``OUTPUT_DIR/inference_TTA``), as does the end of training; ``TEST.EXPECTED_RESULTS``
+(``[[task, metric, value, tolerance], ...]``) are then checked by Detectron2's ``verify_results``, which exits
+with status 1 when a value is off.
+
 Several processes: ``--num-gpus N`` (Detectron2's ``launch``, CUDA only in v0.6), or ``torchrun
 --nproc_per_node N -m d2_ext.train_net ...``, which also runs on the CPU (gloo). ``SOLVER.IMS_PER_BATCH`` is the
 global batch either way.
@@ -33,7 +39,7 @@ from detectron2.utils.logger import setup_logger
 
 from .config import add_tricks_config, validate_tricks_config
 from .data import register_fashion_scenes
-from .trainer import Trainer
+from .trainer import Trainer, verify_results
 
 __all__ = ["SCENES_ENV_VAR", "build_parser", "load_config", "main"]
 
@@ -46,10 +52,16 @@ def build_parser():
     parser = default_argument_parser()
     parser.prog = "python -m d2_ext.train_net"
     scenes = parser.add_argument_group("fashion scenes")
-    scenes.add_argument("--scenes-root", default=os.environ.get(SCENES_ENV_VAR, ""), metavar="DIR",
-                        help=f"register the fashion scenes under DIR, generating them if absent "
-                             f"(default: ${SCENES_ENV_VAR}, else none)")
-    scenes.add_argument("--scenes-train", type=int, default=2000, help="train scenes to generate (default 2000)")
+    scenes.add_argument(
+        "--scenes-root",
+        default=os.environ.get(SCENES_ENV_VAR, ""),
+        metavar="DIR",
+        help=f"register the fashion scenes under DIR, generating them if absent "
+        f"(default: ${SCENES_ENV_VAR}, else none)",
+    )
+    scenes.add_argument(
+        "--scenes-train", type=int, default=2000, help="train scenes to generate (default 2000)"
+    )
     scenes.add_argument("--scenes-val", type=int, default=500, help="val scenes to generate (default 500)")
     scenes.add_argument("--scenes-size", type=int, default=128, help="scene side in pixels (default 128)")
     scenes.add_argument("--scenes-seed", type=int, default=0, help="seed of the generated scenes (default 0)")
@@ -65,6 +77,7 @@ def load_config(args):
     cfg.merge_from_list(args.opts or [])
     validate_tricks_config(cfg)
     _check_solver_and_classes(cfg)
+    _check_test(cfg)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logger.warning("no CUDA device: MODEL.DEVICE %s -> cpu", cfg.MODEL.DEVICE)
         cfg.MODEL.DEVICE = "cpu"
@@ -79,11 +92,54 @@ def _check_solver_and_classes(cfg) -> None:
     if isinstance(lr, bool) or not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"cfg.SOLVER.BASE_LR={lr!r} is not accepted; accepted: a finite number > 0")
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"cfg.SOLVER.IMS_PER_BATCH={batch!r} is not accepted; accepted: an int >= 1 (the global batch)")
+        raise ValueError(
+            f"cfg.SOLVER.IMS_PER_BATCH={batch!r} is not accepted; accepted: an int >= 1 (the global batch)"
+        )
     classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
     if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
         raise ValueError(
             f"cfg.MODEL.ROI_HEADS.NUM_CLASSES={classes!r} is not accepted; accepted: an int >= 1 (foreground classes)"
+        )
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_test(cfg) -> None:
+    """ValueError naming ``TEST.AUG.*`` / ``TEST.EXPECTED_RESULTS`` when Detectron2 would fail on them later (an
+    assertion in ``GeneralizedRCNNWithTTA``, a KeyError or an unpacking error in ``verify_results``)."""
+    aug = cfg.TEST.AUG
+    if aug.ENABLED:
+        if cfg.MODEL.META_ARCHITECTURE != "GeneralizedRCNN":
+            raise ValueError(
+                f"cfg.TEST.AUG.ENABLED=True is not accepted with MODEL.META_ARCHITECTURE="
+                f"{cfg.MODEL.META_ARCHITECTURE!r}; accepted: 'GeneralizedRCNN' (Detectron2's TTA)"
+            )
+        for key in ("KEYPOINT_ON", "LOAD_PROPOSALS"):
+            if cfg.MODEL[key]:
+                raise ValueError(
+                    f"cfg.TEST.AUG.ENABLED=True is not accepted with MODEL.{key}=True; accepted: "
+                    f"MODEL.{key} False (Detectron2's TTA does not support it)"
+                )
+        sizes = tuple(aug.MIN_SIZES) if isinstance(aug.MIN_SIZES, list | tuple) else ()
+        if not sizes or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sizes):
+            raise ValueError(f"cfg.TEST.AUG.MIN_SIZES={aug.MIN_SIZES!r} is not accepted; accepted: ints > 0")
+        if isinstance(aug.MAX_SIZE, bool) or not isinstance(aug.MAX_SIZE, int) or aug.MAX_SIZE < 1:
+            raise ValueError(f"cfg.TEST.AUG.MAX_SIZE={aug.MAX_SIZE!r} is not accepted; accepted: an int > 0")
+    expected = cfg.TEST.EXPECTED_RESULTS
+    for entry in expected:
+        ok = isinstance(entry, list | tuple) and len(entry) == 4
+        ok = ok and all(isinstance(v, str) for v in entry[:2]) and all(_is_number(v) for v in entry[2:])
+        if not ok or entry[3] < 0:
+            raise ValueError(
+                f"cfg.TEST.EXPECTED_RESULTS entry {entry!r} is not accepted; accepted: "
+                "[task, metric, expected value, tolerance >= 0], e.g. ['bbox', 'AP', 38.5, 0.2]"
+            )
+    if len(expected) and not len(cfg.DATASETS.TEST):
+        raise ValueError(
+            "cfg.TEST.EXPECTED_RESULTS is set with an empty DATASETS.TEST; accepted: a test dataset "
+            "to evaluate, or no EXPECTED_RESULTS"
         )
 
 
@@ -94,7 +150,9 @@ def _check_output_dir(cfg) -> None:
         if int(os.environ.get("RANK", "0")) == 0:
             tempfile.NamedTemporaryFile(dir=cfg.OUTPUT_DIR, prefix=".write-test-").close()
     except OSError as error:
-        raise OSError(f"OUTPUT_DIR {cfg.OUTPUT_DIR!r}: cannot write there ({error.strerror or error})") from None
+        raise OSError(
+            f"OUTPUT_DIR {cfg.OUTPUT_DIR!r}: cannot write there ({error.strerror or error})"
+        ) from None
 
 
 def _ensure_scenes(args) -> None:
@@ -103,8 +161,13 @@ def _ensure_scenes(args) -> None:
         return
     from plugins.data.scenes import generate_scenes  # deferred: only needed to write new scenes
 
-    generate_scenes(args.scenes_root, train=args.scenes_train, val=args.scenes_val,
-                    image_size=args.scenes_size, seed=args.scenes_seed)
+    generate_scenes(
+        args.scenes_root,
+        train=args.scenes_train,
+        val=args.scenes_val,
+        image_size=args.scenes_size,
+        seed=args.scenes_seed,
+    )
 
 
 @contextlib.contextmanager
@@ -136,14 +199,20 @@ def main(args):
         setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="d2_ext")
         if args.eval_only:
             model = Trainer.build_model(cfg)
-            DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS,
-                                                                                 resume=args.resume)
+            DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+                cfg.MODEL.WEIGHTS, resume=args.resume
+            )
         else:
             trainer = Trainer(cfg)
             trainer.resume_or_load(resume=args.resume)
-    if args.eval_only:
-        return Trainer.test(cfg, model)
-    return trainer.train()
+    if args.eval_only:  # as Detectron2's tools/train_net.py
+        results = Trainer.test(cfg, model)
+        if cfg.TEST.AUG.ENABLED:
+            results.update(Trainer.test_with_TTA(cfg, model))
+        if comm.is_main_process():
+            verify_results(cfg, results)
+        return results
+    return trainer.train()  # TTA and verify_results at its end: d2_ext.Trainer
 
 
 def cli(argv=None) -> None:
@@ -154,7 +223,12 @@ def cli(argv=None) -> None:
         parser.error("--config-file is required")
     try:
         cfg = load_config(args)
-    except (KeyError, ValueError, OSError, AssertionError) as error:  # yacs asserts on unknown KEY VALUE pairs
+    except (
+        KeyError,
+        ValueError,
+        OSError,
+        AssertionError,
+    ) as error:  # yacs asserts on unknown KEY VALUE pairs
         if args.debug:
             raise
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
@@ -167,8 +241,14 @@ def cli(argv=None) -> None:
             _init_torchrun()
             main(args)
         else:
-            launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-                   dist_url=args.dist_url, args=(args,))
+            launch(
+                main,
+                args.num_gpus,
+                num_machines=args.num_machines,
+                machine_rank=args.machine_rank,
+                dist_url=args.dist_url,
+                args=(args,),
+            )
     except (ValueError, KeyError, OSError) as error:  # a backbone that does not fit, missing or bad data
         if args.debug:
             raise
@@ -177,9 +257,12 @@ def cli(argv=None) -> None:
     except FloatingPointError as error:  # Detectron2 checks losses and boxes before the optimizer step
         if args.debug:
             raise
-        parser.exit(2, f"{parser.prog}: error: non-finite values in training ({str(error).splitlines()[0]}): "
-                       f"training stopped before that update; {_last_checkpoint(cfg)}. Lower SOLVER.BASE_LR "
-                       "or check the data.\n")
+        parser.exit(
+            2,
+            f"{parser.prog}: error: non-finite values in training ({str(error).splitlines()[0]}): "
+            f"training stopped before that update; {_last_checkpoint(cfg)}. Lower SOLVER.BASE_LR "
+            "or check the data.\n",
+        )
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

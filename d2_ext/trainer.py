@@ -1,5 +1,10 @@
 """``Trainer``: Detectron2's ``DefaultTrainer`` with the optimizer, lr schedule and evaluator of ``cfg.TRICKS``.
 
+Evaluation is as in Detectron2's ``tools/train_net.py``: with ``TEST.AUG.ENABLED`` the end of training also
+evaluates ``GeneralizedRCNNWithTTA`` (:meth:`Trainer.test_with_TTA`, results keyed ``"<task>_TTA"``), and
+``TEST.EXPECTED_RESULTS`` are checked with Detectron2's ``verify_results`` (:func:`verify_results`), TTA results
+included.
+
 Everything else (data loaders, hooks, checkpoints) is ``DefaultTrainer``'s, with three additions that make
 ``resume_or_load(resume=True)`` continue a killed run exactly (same lr, same data, same random draws, so on the
 CPU with a fixed ``SEED`` the same weights as the uninterrupted run):
@@ -23,11 +28,14 @@ import contextlib
 import inspect
 import logging
 import os
+from collections import OrderedDict
 
 from detectron2.data import MetadataCatalog
-from detectron2.engine import DefaultTrainer, TrainerBase
+from detectron2.engine import DefaultTrainer, TrainerBase, hooks
 from detectron2.engine import defaults as _d2_defaults
 from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator, SemSegEvaluator
+from detectron2.evaluation import verify_results as _d2_verify_results
+from detectron2.modeling import GeneralizedRCNNWithTTA
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
@@ -37,7 +45,7 @@ from .config import validate_tricks_config
 from .hooks import LrRecorder
 from .solver import TricksSolverMixin
 
-__all__ = ["Trainer"]
+__all__ = ["Trainer", "verify_results"]
 
 # Detectron2 v0.6's DefaultTrainer checkpoints no optimizer state; main's stores it under "_trainer".
 _SAVES_INNER_STATE = DefaultTrainer.state_dict is not TrainerBase.state_dict
@@ -59,6 +67,21 @@ def _cpu_ddp(cfg):
         yield
     finally:
         _d2_defaults.create_ddp_model = original
+
+
+def verify_results(cfg, results) -> bool:
+    """Detectron2's ``verify_results(cfg, results)``, after a ValueError naming ``TEST.EXPECTED_RESULTS`` for an
+    entry whose task or metric the results lack (Detectron2 raises a bare KeyError there). Like Detectron2's,
+    it returns True when every expected value is within its tolerance, and exits with status 1 otherwise."""
+    for entry in cfg.TEST.EXPECTED_RESULTS:
+        task, metric = entry[0], entry[1]
+        if task not in results or metric not in results[task]:
+            have = list(results[task]) if task in results else list(results)
+            raise ValueError(
+                f"cfg.TEST.EXPECTED_RESULTS entry {list(entry)!r} is not accepted: the results have no "
+                f"{task!r}/{metric!r}; accepted {'metrics of ' + repr(task) if task in results else 'tasks'}: {have}"
+            )
+    return _d2_verify_results(cfg, results)
 
 
 class Trainer(TricksSolverMixin, DefaultTrainer):
@@ -115,9 +138,49 @@ class Trainer(TricksSolverMixin, DefaultTrainer):
         finally:
             restore_random_state(state)
 
+    @classmethod
+    def test_with_TTA(cls, cfg, model):  # Detectron2's name (tools/train_net.py)
+        """Evaluate ``GeneralizedRCNNWithTTA(cfg, model)`` (``TEST.AUG.MIN_SIZES``, ``MAX_SIZE``, ``FLIP``) on
+        ``DATASETS.TEST``, writing to ``OUTPUT_DIR/inference_TTA``; results keyed ``"<task>_TTA"``."""
+        logging.getLogger("d2_ext").info("Running inference with test-time augmentation ...")
+        model = GeneralizedRCNNWithTTA(cfg, model)
+        evaluators = [
+            cls.build_evaluator(cfg, name, output_folder=os.path.join(cfg.OUTPUT_DIR, "inference_TTA"))
+            for name in cfg.DATASETS.TEST
+        ]
+        results = cls.test(cfg, model, evaluators)
+        return OrderedDict((f"{key}_TTA", value) for key, value in results.items())
+
+    def _test_with_tta_and_keep(self):
+        results = self.test_with_TTA(self.cfg, self.model)
+        self._last_eval_results = OrderedDict({**getattr(self, "_last_eval_results", {}), **results})
+        return results
+
     def build_hooks(self):
-        """``DefaultTrainer``'s hooks plus ``LrRecorder`` (``OUTPUT_DIR/lr_per_step.csv``)."""
-        return [*super().build_hooks(), LrRecorder(self.cfg.OUTPUT_DIR)]
+        """``DefaultTrainer``'s hooks plus ``LrRecorder`` (``OUTPUT_DIR/lr_per_step.csv``) and, with
+        ``TEST.AUG.ENABLED``, a final TTA evaluation (before the writers, so its metrics reach metrics.json)."""
+        built = [*super().build_hooks(), LrRecorder(self.cfg.OUTPUT_DIR)]
+        if self.cfg.TEST.AUG.ENABLED:
+            writers = [i for i, hook in enumerate(built) if isinstance(hook, hooks.PeriodicWriter)]
+            built.insert(
+                writers[0] if writers else len(built), hooks.EvalHook(0, self._test_with_tta_and_keep)
+            )
+        return built
+
+    def train(self):
+        """``DefaultTrainer.train``; ``TEST.EXPECTED_RESULTS`` are verified against the last evaluation and the TTA
+        one, by :func:`verify_results` (ValueError naming the key when nothing was evaluated)."""
+        TrainerBase.train(self, self.start_iter, self.max_iter)
+        if not len(self.cfg.TEST.EXPECTED_RESULTS) or not comm.is_main_process():
+            return None
+        results = getattr(self, "_last_eval_results", None)
+        if results is None:
+            raise ValueError(
+                "cfg.TEST.EXPECTED_RESULTS is set but training evaluated nothing; accepted: with a "
+                "non-empty DATASETS.TEST (evaluated at the end of training)"
+            )
+        verify_results(self.cfg, results)
+        return results
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
