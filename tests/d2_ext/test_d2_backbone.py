@@ -79,7 +79,9 @@ def test_freeze_at_has_detectron2_meaning(freeze_at):
     for index, (name, modules) in enumerate(stages):
         frozen = index < freeze_at  # FREEZE_AT = k freezes the stem and res2..res_k (k stages in all)
         for module in modules:
-            assert all(p.requires_grad != frozen for p in module.parameters()), f"{name} at FREEZE_AT={freeze_at}"
+            assert all(p.requires_grad != frozen for p in module.parameters()), (
+                f"{name} at FREEZE_AT={freeze_at}"
+            )
             bns = [m for m in module.modules() if isinstance(m, nn.BatchNorm2d)]
             assert all(bn.training != frozen for bn in bns), f"{name} BN mode at FREEZE_AT={freeze_at}"
 
@@ -99,7 +101,9 @@ def test_frozen_bn_keeps_the_function():
     n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in bn.modules())
     assert not any(isinstance(m, nn.BatchNorm2d) for m in frozen.modules())
     assert sum(isinstance(m, FrozenBatchNorm2d) for m in frozen.modules()) == n_bn
-    assert all("bn" not in name for name, p in frozen.named_parameters() if p.requires_grad), "norms not trained"
+    assert all("bn" not in name for name, p in frozen.named_parameters() if p.requires_grad), (
+        "norms not trained"
+    )
     x = torch.randn(2, 3, 64, 64)
     expected = bn.eval()(x)
     actual = frozen.train()(x)  # FrozenBN: the same in train and eval mode
@@ -108,8 +112,11 @@ def test_frozen_bn_keeps_the_function():
 
 
 def _last_gammas(model):
-    return [block.bn2.weight for stage in (model.layer1, model.layer2, model.layer3, model.layer4)
-            for block in stage]
+    return [
+        block.bn2.weight
+        for stage in (model.layer1, model.layer2, model.layer3, model.layer4)
+        for block in stage
+    ]
 
 
 def test_zero_gamma():
@@ -125,8 +132,18 @@ def test_zero_gamma():
 def _export(tmp_path, model_name=MODEL, **kwargs):
     torch.manual_seed(1)
     model = timm.create_model(model_name, pretrained=False, num_classes=7, **kwargs)
-    path = export_backbone(model, tmp_path / "backbone.pth", {
-        "model_name": model_name, "variant": "d", "recipe": {}, "val_top1": 0.0, "num_classes": 7, "in_chans": 3})
+    path = export_backbone(
+        model,
+        tmp_path / "backbone.pth",
+        {
+            "model_name": model_name,
+            "variant": "d",
+            "recipe": {},
+            "val_top1": 0.0,
+            "num_classes": 7,
+            "in_chans": 3,
+        },
+    )
     return model, path
 
 
