@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.bag-of-tricks-installed
 PRESET ?= quick
 
-.PHONY: install demo paper test test-fast lint format bench clean-results
+.PHONY: install demo paper test test-fast timm-model-tests lint format bench clean-results
 
 install: $(STAMP)
 
@@ -26,6 +26,10 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -q -x -m "not slow and not distributed"
+
+## timm's own tests/test_models.py (timm's sdist, fetched once by pip, hash-checked) on the tricks_* models
+timm-model-tests: install
+	scripts/timm_model_tests.sh
 
 lint: install
 	$(VENV)/bin/ruff check .
