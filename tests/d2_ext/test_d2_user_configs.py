@@ -84,8 +84,15 @@ def user_configs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def scenes(scenes_root):
-    d2_ext.register_fashion_scenes(scenes_root)  # fashion_scenes_train / _val, as the user configs name them
-    return scenes_root
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    # fashion_scenes_train / _val, as the user configs name them; removed afterwards, so that later tests (and
+    # train_net runs in this process) may register the same names from another folder
+    names = d2_ext.register_fashion_scenes(scenes_root)
+    yield scenes_root
+    for name in names:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
 
 
 def _cfg(path, output_dir, *extra):
