@@ -109,15 +109,21 @@ def _d2_setups(kinds=("baseline", "tricks")):
     return setups
 
 
-def _compare(setups: dict, rounds: int, warmup: int = 3) -> None:
-    names = list(setups)
-    times = {n: [] for n in names}
+def interleaved_times(setups: dict, rounds: int, warmup: int = 3) -> dict[str, list[float]]:
+    """Seconds per call of each setup, the setups alternating every round (load hits them alike)."""
+    times = {n: [] for n in setups}
     for r in range(warmup + rounds):
-        for n in names:
+        for n, step in setups.items():
             t0 = time.perf_counter()
-            setups[n]()
+            step()
             if r >= warmup:
                 times[n].append(time.perf_counter() - t0)
+    return times
+
+
+def _compare(setups: dict, rounds: int, warmup: int = 3) -> None:
+    names = list(setups)
+    times = interleaved_times(setups, rounds, warmup)
     base, tricks = names
     ratios = [b / a for a, b in zip(times[base], times[tricks], strict=True)]
     for n in names:

@@ -22,7 +22,7 @@ import statistics
 import time
 
 import torch
-from bench_adapter_steps import _d2_setups, _mm_setups
+from bench_adapter_steps import _d2_setups, _mm_setups, interleaved_times
 
 
 def _mmcv_ops(cfg) -> None:
@@ -69,13 +69,7 @@ def main(argv=None) -> int:
     setups = {"mmdet, mmcv ops": _mm_setups(("baseline",), _mmcv_ops)["mmdet baseline"],
               "mmdet, torchvision ops": _mm_setups(("baseline",))["mmdet baseline"],
               "detectron2": _d2_setups(("baseline",))["detectron2 baseline"]}
-    times = {n: [] for n in setups}
-    for r in range(3 + a.rounds):
-        for n, step in setups.items():
-            t0 = time.perf_counter()
-            step()
-            if r >= 3:
-                times[n].append(time.perf_counter() - t0)
+    times = interleaved_times(setups, a.rounds)
     d2 = statistics.median(times["detectron2"])
     for n, t in times.items():
         print(f"  {n:24s} median {statistics.median(t) * 1e3:7.1f} ms/step  vs detectron2 "
