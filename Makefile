@@ -16,7 +16,7 @@ $(STAMP): scripts/install.sh setup.cfg pyproject.toml
 demo: install
 	$(PY) -m plugins.reproduce --preset quick
 
-## the full study (3 seeds, longer schedules; about 1.7 hours on 2 cores)
+## the full study (3 seeds, 3 detector seeds per transfer row; estimated 3.5-4 hours on 2 cores, not yet measured)
 paper: install
 	$(PY) -m plugins.reproduce --preset full
 
