@@ -193,7 +193,8 @@ def build_stages(p: Preset, run_dir: Path) -> list[Stage]:
         fast = ["--channels-last"] if rec[row]["amp"] else []  # with bfloat16 autocast, as the paper's FP16 + NHWC
         return Stage(name=name, argv=["-m", "timm_ext.train", "--model", model, "--recipe", str(recipe),
                                       "--seed", str(seed), *common, *fast, *extra],
-                     cost=cost / (2.0 if fast else 1.0),  # bench_low_precision.py: 2.6x per step, less overall deps=list(deps), resume_argv=["--resume", "{out}/last.pth"],
+                     cost=cost / (2.0 if fast else 1.0),  # bench_low_precision.py: 2.46x per step, less overall
+                     deps=list(deps), resume_argv=["--resume", "{out}/last.pth"],
                      resume_marker="last.pth", parse=parse_classification, sources=TIMM_SOURCES)
 
     for seed in p.seeds:

@@ -276,3 +276,16 @@ def test_report_has_the_efficient_training_table_and_the_random_control(tmp_path
     assert "bfloat16 autocast + channels_last" in md and "efficient / baseline = 1.80x" in md
     assert "| random init (D) | 6.00 ± 1.00 | 10.00 ± 0.00 |  |" in md
     assert "| B-standard | 32.00 ± 2.00 | 60.00 ± 0.00 | +26.00 ± 1.00 (3/3) | 77.54 |" in md
+
+
+def test_classification_stages_resume_and_students_depend_on_their_teacher(tmp_path):
+    # A classification stage interrupted mid-run must resume from its last.pth, and a distillation student's
+    # cache key must follow its teacher (a retrained teacher reruns the students).
+    stages = {s.name: s for s in build_stages(get_preset("full"), tmp_path)}
+    cls = [s for n, s in stages.items() if n.startswith("cls-")]
+    assert cls and all(s.resume_argv == ["--resume", "{out}/last.pth"] and s.resume_marker == "last.pth"
+                       for s in cls)
+    for seed in (0, 1, 2):
+        for student in (f"cls-distillation-s{seed}", f"cls-distillation-mixup-s{seed}"):
+            assert stages[student].deps == [f"cls-teacher-s{seed}"]
+        assert stages[f"cls-cosine-s{seed}"].deps == []
