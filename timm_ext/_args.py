@@ -17,10 +17,14 @@ from timm.utils import ParseKwargs
 
 from plugins.recipe import Recipe
 
+from .cli import UsageError
+
 __all__ = ["UsageError", "build_parser", "resolve_recipe"]
 
 _OPTIMIZERS = ("sgd", "momentum", "nesterov", "adamw")
-_SCHEDULES = {"cosine": "cosine", "step": "step", "none": "constant"}
+# timm's names: "multistep" decays at --decay-milestones (the recipe's step schedule); timm's "step" (every
+# --decay-epochs) has no recipe form.
+_SCHEDULES = {"cosine": "cosine", "multistep": "step", "none": "constant"}
 _DATASETS = ("fashion_mnist", "fashion_photos", "imagefolder")
 _BUILT_IN = ("fashion_mnist", "fashion_photos")  # offline, in memory; narrow small-input models by default
 _TRICKS_NAME = re.compile(r"tricks_resnet(\d+)(n?)([abcd])")
@@ -40,10 +44,6 @@ _FIELD_FLAGS = {
 # Flags whose value can make another field invalid (e.g. --epochs 10 with the recipe's milestones 30, 60, 90).
 _RELATED_FLAGS = {"step_milestones": ("epochs",), "warmup_epochs": ("epochs",), "nesterov": ("momentum",),
                   "min_lr_ratio": ("lr", "lr_base", "lr_base_size", "batch_size")}
-
-
-class UsageError(ValueError):
-    """Bad command-line input; the message names the flag, the value and what is accepted."""
 
 
 def _number(kind, low=None, high=None, low_open=False, high_open=False):

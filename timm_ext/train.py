@@ -388,12 +388,69 @@ def run(argv: list[str] | None = None) -> TrainResult:
     return train(build_parser().parse_args(argv))
 
 
+def _recipe_argv(argv: list[str], args, given: set[str]) -> list[str]:
+    """The command line of a ``--recipe`` run for the recipe engine's parser (``_args``).
+
+    Every given flag must be one the recipe engine applies; ``-c`` yaml values become flags.
+    """
+    legacy = build_parser()
+    applied = {a.dest for a in legacy._actions} - {"help"}
+    ignored = sorted(given - applied - {"experiment"})
+    if ignored:
+        flags = ", ".join("--" + d.replace("_", "-") if d != "data" else "the positional data dir" for d in ignored)
+        raise UsageError(f"{flags}: not applied by --recipe runs (the recipe engine runs the paper's pipeline); "
+                         "drop --recipe to run timm's, or use the recipe engine's flags (tricks-train --help, "
+                         "'Bag of Tricks extension flags' and the timm flags that set recipe fields)")
+    out, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+            continue
+        if token in ("-c", "--config"):
+            skip = True
+            continue
+        if token.startswith("--config="):
+            continue
+        out.append(token)
+    if args.config:
+        for dest in sorted(given - _given_on_command_line(argv)):
+            value = getattr(args, dest)
+            flag = "--" + dest.replace("_", "-")
+            if isinstance(value, bool):
+                out += [flag] if value else []
+            elif isinstance(value, list | tuple):
+                out += [flag, *map(str, value)]
+            elif value is not None:
+                out += [flag, str(value)]
+    if "experiment" in given:  # timm's layout: OUTPUT/EXPERIMENT/ (without it, --output is the run folder)
+        out += ["--output", os.path.join(args.output or os.path.join("output", "train"), args.experiment)]
+    return out
+
+
+def _given_on_command_line(argv: list[str]) -> set[str]:
+    from .cli import _given_dests
+
+    return _given_dests(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: 0 on success, 2 with one message on bad input or a non-finite loss."""
-    args = build_parser().parse_args(argv)
+    """Console entry point: 0 on success, 2 with one message on bad input or a non-finite loss.
+
+    Without ``--recipe``: timm's run (``timm_ext._timm_run``). With it: the paper's recipe engine.
+    """
+    from . import cli
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, given, args_text = cli.parse_args(argv)
     try:
-        train(args)
-    except (UsageError, DataError, NonFiniteLossError) as err:
+        if args.recipe is None:
+            from ._timm_run import run as timm_run
+
+            timm_run(args, given, args_text)
+            return 0
+        recipe_args = build_parser().parse_args(_recipe_argv(argv, args, given))
+        train(recipe_args)
+    except (UsageError, cli.UsageError, DataError, NonFiniteLossError) as err:
         if args.debug:
             raise
         print(f"tricks-train: error: {err}", file=sys.stderr)

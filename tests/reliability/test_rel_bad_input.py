@@ -267,13 +267,21 @@ CASES = [
          Command("tricks-train", lambda ctx: ["--smoothing", "1.0"])),
     Case("timm-warmup-longer-than-training", "`--epochs 2 --warmup-epochs 3`",
          r"--warmup-epochs 3\.0 --epochs 2: Recipe\.warmup_epochs must be a number in \[0\.0, 2\], got 3\.0",
-         Command("tricks-train", lambda ctx: ["--epochs", "2", "--warmup-epochs", "3", "--decay-milestones", "1"])),
+         Command("tricks-train", lambda ctx: ["--recipe", "baseline", "--epochs", "2", "--warmup-epochs", "3",
+                                              "--decay-milestones", "1"])),
     Case("timm-negative-lr", "`--lr -0.1`", r"argument --lr: must be in \(0, inf\), got -0\.1",
          Command("tricks-train", lambda ctx: ["--lr", "-0.1"])),
     Case("timm-batch-zero", "`-b 0`", r"argument -b/--batch-size: must be in \[1, inf\), got 0",
          Command("tricks-train", lambda ctx: ["-b", "0"])),
+    Case("timm-run-naflex", "timm's `--naflex-loader` (a timm feature tricks-train does not run)",
+         r"--naflex-loader: the NaFlex loader \(variable-resolution ViTs\) is not wired into tricks-train",
+         Command("tricks-train", lambda ctx: ["--dataset", "fashion_mnist", "--naflex-loader"])),
+    Case("timm-run-recipe-with-timm-only-flag", "`--recipe paper --aa rand-m9` (a timm flag the recipe engine "
+         "does not apply)", r"--aa: not applied by --recipe runs",
+         Command("tricks-train", lambda ctx: ["--recipe", "paper", "--aa", "rand-m9"])),
     Case("timm-image-folder-without-images", "`--data-dir` whose class folders hold no image files",
-         r"--data-dir '\S+': \S+/train holds no usable images \(Found no valid file for the classes cat",
+         r"data dir \S+ \(--train-split 'train', --val-split 'validation'\): Found 0 images in subfolders of "
+         r"\S+/train\. Supported image extensions are",
          Command("tricks-train", lambda ctx: ["--data-dir", str(_non_image_folder(ctx)), "--output",
                                               str(ctx.tmp / "out")])),
     # ---- timm_ext.train: checkpoints, in an existing run folder ----

@@ -25,6 +25,11 @@ TIMM_FLAGS = [
 ]
 
 
+def _recipe(argv: list[str]) -> list[str]:
+    """A recipe-engine command line (without --recipe, tricks-train runs timm's run)."""
+    return argv if "--recipe" in argv else ["--recipe", "baseline", *argv]
+
+
 def _help_entries(text: str) -> dict[str, str]:
     """Flag -> its help block (the lines from the flag to the next flag)."""
     entries, current = {}, None
@@ -106,7 +111,7 @@ BAD_PARSE = [
 @pytest.mark.parametrize("argv, flag", BAD_PARSE, ids=[a[0] for a, _ in BAD_PARSE])
 def test_malformed_flags_exit_2_naming_the_flag(argv, flag, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        train_cmd.main(argv)
+        train_cmd.main(_recipe(argv))
     assert exit_info.value.code == 2
     assert flag in capsys.readouterr().err
 
@@ -124,7 +129,7 @@ BAD_INPUT = [
 @pytest.mark.parametrize("argv, message", BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
 def test_bad_input_exits_2_with_one_message(argv, message, capsys, tmp_path, fashion_mnist):
     common = ["--output", str(tmp_path / "out"), "-b", "16", "--train-subset", "64", "--val-subset", "16", "--no-progress"]
-    assert train_cmd.main(argv + common) == 2  # every case fails before the first update
+    assert train_cmd.main(_recipe(argv + common)) == 2  # every case fails before the first update
     err = capsys.readouterr().err
     assert re.search(message, err), err
     assert "Traceback" not in err
@@ -132,18 +137,18 @@ def test_bad_input_exits_2_with_one_message(argv, message, capsys, tmp_path, fas
 
 def test_missing_dataset_and_unwritable_output(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp_path / "nowhere"))
-    assert train_cmd.main(["--output", str(tmp_path / "out")]) == 2
+    assert train_cmd.main(_recipe(["--output", str(tmp_path / "out")])) == 2
     assert re.search(r"--dataset fashion_mnist: .*not found.*install", capsys.readouterr().err)
     blocker = tmp_path / "file"
     blocker.write_text("")
-    assert train_cmd.main(["--output", str(blocker / "out")]) == 2
+    assert train_cmd.main(_recipe(["--output", str(blocker / "out")])) == 2
     assert re.search(r"--output .*file/out: cannot write there", capsys.readouterr().err)
 
 
 def test_empty_image_folder_is_a_clear_error(capsys, tmp_path):
     for split in ("train", "val"):
         (tmp_path / "data" / split / "cat").mkdir(parents=True)
-    assert train_cmd.main(["--data-dir", str(tmp_path / "data"), "--output", str(tmp_path / "out")]) == 2
+    assert train_cmd.main(_recipe(["--data-dir", str(tmp_path / "data"), "--output", str(tmp_path / "out")])) == 2
     assert re.search(r"--data-dir .*holds no usable images", capsys.readouterr().err)
 
 

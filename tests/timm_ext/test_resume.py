@@ -63,7 +63,7 @@ def test_resume_after_sigkill_reproduces_the_uninterrupted_run(tmp_path, fashion
 def test_non_finite_loss_and_mismatched_resume_exit_2_and_keep_the_last_checkpoint(tmp_path, capsys, fashion_mnist):
     torch.set_num_threads(1)
     output = tmp_path / "run"
-    small = ["--epochs", "1", "--decay-milestones", "1", "-b", "16", "--train-subset", "64", "--val-subset", "16",
+    small = ["--recipe", "baseline", "--epochs", "1", "--decay-milestones", "1", "-b", "16", "--train-subset", "64", "--val-subset", "16",
              "--no-progress", "--output", str(output)]
     assert train_cmd.main(small) == 0
     before = (output / "last.pth").read_bytes()

@@ -1,0 +1,165 @@
+"""tricks-train is timm's train.py command line: every flag with timm's default, timm's run and outputs.
+
+The table ``data/timm_train_flags.json`` is extracted from timm's train.py (scripts/timm_train_flags.py); the
+parser must hold every flag in it with the same aliases, type, choices, nargs, const and default.
+"""
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from timm_ext import cli
+from timm_ext import train as train_cmd
+from timm_ext._timm_flags import WIDENED
+
+TABLE = json.loads((Path(__file__).parent / "data" / "timm_train_flags.json").read_text())
+# timm's update_summary columns with validation (timm.utils.summary), in order.
+TIMM_SUMMARY_COLUMNS = ["epoch", "train_loss", "eval_loss", "eval_top1", "eval_top5", "lr"]
+TYPES = {"int": int, "float": float, "str": None}
+
+
+def _actions() -> dict[str, argparse.Action]:
+    out = {}
+    for action in cli.build_parser()._actions:
+        for name in action.option_strings or [action.dest]:
+            out[name] = action
+    return out
+
+
+def test_the_table_is_timms_whole_command_line():
+    assert len(TABLE["flags"]) == 173  # timm train.py's argparse entries, -c/--config and the positional dir
+    names = {n for f in TABLE["flags"] for n in f["names"]}
+    assert {"-c", "data", "--aa", "--reprob", "--model-ema", "--sched-on-updates", "-j", "--dr"} <= names
+
+
+@pytest.mark.parametrize("flag", TABLE["flags"], ids=lambda f: f["names"][-1])
+def test_parser_has_every_timm_flag_with_timms_default(flag):
+    actions = _actions()
+    name = flag["names"][-1]
+    assert name in actions, f"{name} missing from tricks-train"
+    action = actions[name]
+    if action.option_strings:
+        assert sorted(action.option_strings) == sorted(flag["names"]), name
+    expected_default = flag.get("default", False if flag.get("action") == "store_true" else None)
+    assert action.default == expected_default, f"{name}: default {action.default!r}, timm {expected_default!r}"
+    if "type" in flag and name not in WIDENED:
+        want = TYPES.get(flag["type"], flag["type"])
+        assert action.type is want or (want is None and action.type is str), f"{name}: type {action.type}"
+    for key in ("nargs", "choices", "const"):
+        if key in flag:
+            got = getattr(action, key)
+            assert (list(got) if isinstance(got, tuple) else got) == flag[key], f"{name}: {key}"
+    if flag.get("action") == "store_true":
+        assert isinstance(action, argparse._StoreTrueAction), name
+    if flag.get("action") == "utils.ParseKwargs":
+        assert type(action).__name__ == "ParseKwargs", name
+
+
+def test_widened_flags_accept_every_timm_value_and_timms_run_refuses_the_rest(capsys):
+    assert set(WIDENED) == {"--warmup-epochs"}
+    args, _, _ = cli.parse_args(["--warmup-epochs", "3"])
+    assert args.warmup_epochs == 3
+    assert train_cmd.main(["--dataset", "fashion_mnist", "--warmup-epochs", "0.5"]) == 2
+    assert "argument --warmup-epochs: timm's run takes whole epochs, got 0.5" in capsys.readouterr().err
+
+
+def test_a_timm_command_line_parses_to_timms_values_and_c_repeats_it(tmp_path):
+    argv = ["/data/imagenet", "--model", "resnet50d", "-b", "64", "--sched", "step", "--dr", "0.5", "-j", "2",
+            "--aa", "rand-m9-mstd0.5", "--model-kwargs", "output_stride=16"]
+    args, given, text = cli.parse_args(argv)
+    assert (args.data, args.batch_size, args.sched, args.decay_rate, args.workers) == ("/data/imagenet", 64, "step",
+                                                                                        0.5, 2)
+    assert args.model_kwargs == {"output_stride": 16}
+    assert (args.smoothing, args.weight_decay, args.epochs, args.seed) == (0.1, 2e-5, 300, 42)  # timm's defaults
+    assert {"batch_size", "sched", "decay_rate", "aa"} <= given and "smoothing" not in given
+    (tmp_path / "args.yaml").write_text(text)
+    again, given_again, _ = cli.parse_args(["-c", str(tmp_path / "args.yaml")])
+    assert {**vars(again), "config": ""} == vars(args)
+    assert "batch_size" in given_again
+    override, _, _ = cli.parse_args(["-c", str(tmp_path / "args.yaml"), "-b", "8"])
+    assert override.batch_size == 8
+
+
+def test_bad_config_key_names_the_key_and_the_closest_flag(tmp_path, capsys):
+    (tmp_path / "c.yaml").write_text("batch_sise: 8\n")
+    with pytest.raises(SystemExit) as err:
+        cli.parse_args(["-c", str(tmp_path / "c.yaml")])
+    assert err.value.code == 2
+    message = capsys.readouterr().err
+    assert "-c/--config" in message and "'batch_sise' (did you mean 'batch_size'?)" in message
+
+
+def _image_folder(root: Path) -> Path:
+    """3 classes of RGB images of several sizes, timm's ImageFolder layout (train/, validation/)."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("validation", 4)):
+        for c in range(3):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                h, w = (int(v) for v in rng.integers(24, 48, 2))
+                Image.fromarray((rng.random((h, w, 3)) * 80 + c * 60).astype(np.uint8)).save(d / f"{i}.png")
+    return root
+
+
+TIMM_LINE = ["--model", "tricks_resnet26nd", "--num-classes", "3", "--img-size", "32", "-b", "4", "-j", "0",
+             "--aa", "rand-m9-mstd0.5", "--reprob", "0.25", "--cutmix", "1.0", "--model-ema", "--drop-path", "0.05",
+             "--opt", "lamb", "--sched", "cosine", "--sched-on-updates", "--warmup-epochs", "1", "--seed", "3"]
+
+
+@pytest.mark.slow
+def test_timm_command_line_trains_with_timms_outputs_and_resumes(tmp_path):
+    data = _image_folder(tmp_path / "data")
+    out = tmp_path / "output"
+    line = [str(data), *TIMM_LINE, "--output", str(out), "--experiment", "run"]
+    assert train_cmd.main([*line, "--epochs", "2"]) == 0
+    run = out / "run"
+    names = sorted(p.name for p in run.iterdir())
+    assert {"args.yaml", "summary.csv", "last.pth.tar", "model_best.pth.tar", "checkpoint-0.pth.tar",
+            "checkpoint-1.pth.tar", "lr_per_step.csv", "lr_curve.png"} <= set(names)
+    args = yaml.safe_load((run / "args.yaml").read_text())
+    assert (args["aa"], args["reprob"], args["cutmix"], args["model_ema"], args["opt"]) == (
+        "rand-m9-mstd0.5", 0.25, 1.0, True, "lamb")
+    rows = list(csv.reader(open(run / "summary.csv")))
+    assert rows[0] == TIMM_SUMMARY_COLUMNS and [r[0] for r in rows[1:]] == ["0", "1"]
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        ckpt = torch.load(run / "last.pth.tar", weights_only=True)
+    assert {"state_dict", "state_dict_ema", "optimizer", "epoch", "args"} <= set(ckpt) and ckpt["epoch"] == 1
+    assert ckpt["args"].model == "tricks_resnet26nd"
+    # the lr every update used: warmup then cosine, per update (--sched-on-updates), 6 updates per epoch
+    lrs = [float(r["lr_group0"]) for r in csv.DictReader(open(run / "lr_per_step.csv"))]
+    assert len(lrs) == 12 and lrs[0] == pytest.approx(1e-5) and max(lrs) > lrs[-1]
+
+    assert train_cmd.main([*line, "--epochs", "3", "--resume", str(run / "last.pth.tar")]) == 0
+    rows = list(csv.reader(open(run / "summary.csv")))
+    assert rows[0] == TIMM_SUMMARY_COLUMNS and [r[0] for r in rows[1:]] == ["0", "1", "2"]
+    assert (run / "checkpoint-2.pth.tar").is_file()
+    assert len(list(csv.DictReader(open(run / "lr_per_step.csv")))) == 18
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--smoothing", "abc"], "--smoothing: invalid float value: 'abc'"),
+    (["--naflex-loader"], "--naflex-loader: the NaFlex loader"),
+    (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    (["--recipe", "paper", "--aa", "rand-m9"], "--aa: not applied by --recipe runs"),
+    (["--kd-teacher", "x.pth"], "--kd-teacher: applies to --recipe runs only"),
+])
+def test_bad_flags_exit_2_naming_the_flag_and_keep_earlier_outputs(tmp_path, capsys, argv, expected):
+    run = tmp_path / "output" / "run"
+    run.mkdir(parents=True)
+    (run / "summary.csv").write_text("kept\n")
+    line = ["--dataset", "fashion_mnist", "--output", str(tmp_path / "output"), "--experiment", "run", *argv]
+    try:
+        code = train_cmd.main(line)
+    except SystemExit as err:
+        code = err.code
+    assert code == 2
+    assert expected in capsys.readouterr().err
+    assert (run / "summary.csv").read_text() == "kept\n"

@@ -1,0 +1,460 @@
+"""The run timm's train.py makes from a timm command line, built on timm's library (no ``--recipe``).
+
+Model, datasets, loaders with their transforms and prefetcher, mixup/cutmix, losses, the task (classification
+or timm's distillation), optimizer and scheduler factories, EMA, checkpoint saving, recovery and resume, BN
+distribution and the summary are timm's own functions, called as timm's train.py calls them. The extension
+enters only where the paper's trick is not timm's:
+
+- ``--zero-gamma`` / ``--no-zero-gamma``: the models' ``zero_init_last`` in both directions;
+- ``--bias-decay``: weight decay on every parameter (timm's optimizer factory filters biases and norms);
+- ``--smoothing-form paper``: 1 - eps on the true class and eps/(K-1) on the others (``plugins.losses``);
+- ``--dataset fashion_mnist`` / ``fashion_photos``: the built-in real data, offline, through timm's loaders;
+- ``lr_per_step.csv`` and ``lr_curve.png`` (the lr each update used) and ``--export-backbone``.
+
+Outputs, as timm's: ``OUTPUT/<experiment or date-model-size>/`` with ``args.yaml`` (written first; ``-c`` repeats
+the run), ``summary.csv``, ``last.pth.tar``, ``model_best.pth.tar``, ``checkpoint-<epoch>.pth.tar`` (up to
+``--checkpoint-hist``) and ``recovery-<epoch>-<update>.pth.tar`` (``--recovery-interval``). Checkpoints load with
+``weights_only=True`` (timm allows ``argparse.Namespace`` for the saved args).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from contextlib import nullcontext
+from datetime import datetime
+from functools import partial
+
+import timm
+import torch
+import torch.nn as nn
+from timm import utils
+from timm.data import (
+    AugMixDataset,
+    FastCollateMixup,
+    Mixup,
+    create_dataset,
+    create_loader,
+    resolve_data_config,
+)
+from timm.layers import convert_splitbn_model, convert_sync_batchnorm, set_fast_norm
+from timm.loss import BinaryCrossEntropy, JsdCrossEntropy, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.models import create_model, safe_model_name
+from timm.optim import create_optimizer_v2, optimizer_kwargs
+from timm.scheduler import create_scheduler_v2, scheduler_kwargs
+from timm.task import (
+    ClassificationTask,
+    FeatureDistillationTask,
+    LogitDistillationTask,
+    TokenDistillationTask,
+    load_task_ema_checkpoint,
+    resume_task_checkpoint,
+)
+from timm.utils import NativeScaler
+from timm.utils.log import FormatterNoInfo
+
+from plugins.checkpoint import export_backbone
+from plugins.losses import LabelSmoothingCrossEntropy as PaperSmoothingCrossEntropy
+
+from ._timm_data import BUILT_IN, built_in_dataset, built_in_defaults
+from ._timm_flags import NOT_RUN, option_strings
+from ._timm_loop import train_one_epoch, validate
+from .cli import UsageError
+
+__all__ = ["run"]
+
+_logger = logging.getLogger("train")
+
+# Extension flags that only the recipe engine applies (dest -> what to use in timm's run instead).
+_RECIPE_ONLY = {"kd_teacher": "timm's --kd-model-name, or add --recipe for the paper's distillation",
+                "checkpoint_interval": "timm's --recovery-interval"}
+
+
+# Value ranges timm's train.py leaves to a later crash: (dest, low, high, low open, high open); None = unbounded.
+_RANGES = [("batch_size", 1, None, False, False), ("validation_batch_size", 1, None, False, False),
+           ("epochs", 1, None, False, False), ("workers", 0, None, False, False),
+           ("smoothing", 0, 1, False, True), ("reprob", 0, 1, False, False), ("hflip", 0, 1, False, False),
+           ("vflip", 0, 1, False, False), ("mixup", 0, None, False, False), ("cutmix", 0, None, False, False),
+           ("mixup_prob", 0, 1, False, False), ("drop", 0, 1, False, True), ("drop_path", 0, 1, False, True),
+           ("lr", 0, None, True, False), ("lr_base", 0, None, True, False), ("lr_base_size", 1, None, False, False),
+           ("weight_decay", 0, None, False, False), ("model_ema_decay", 0, 1, False, False),
+           ("log_interval", 1, None, False, False), ("val_interval", 1, None, False, False),
+           ("checkpoint_hist", 1, None, False, False), ("train_subset", 0, None, False, False),
+           ("val_subset", 0, None, False, False)]
+
+
+def _check_ranges(args) -> None:
+    for dest, low, high, low_open, high_open in _RANGES:
+        value = getattr(args, dest)
+        if value is None:
+            continue
+        bad = (low is not None and (value <= low if low_open else value < low)) or (
+            high is not None and (value >= high if high_open else value > high))
+        if bad:
+            lo = "(" if low_open else "["
+            hi = "inf)" if high is None else (f"{high})" if high_open else f"{high}]")
+            raise UsageError(f"argument {option_strings(dest)}: must be in {lo}{low}, {hi}, got {value}")
+    if args.warmup_epochs != int(args.warmup_epochs):
+        raise UsageError(f"argument --warmup-epochs: timm's run takes whole epochs, got {args.warmup_epochs} "
+                         "(a fractional warmup is a --recipe feature)")
+    args.warmup_epochs = int(args.warmup_epochs)
+
+
+def _check(args, given: set[str]) -> None:
+    _check_ranges(args)
+    if not timm.is_model(args.model):
+        raise UsageError(f"--model {args.model}: not a timm model; e.g. resnet50d or tricks_resnet26nd "
+                         "(timm.list_models('*resnet*'))")
+    data_dir = args.data_dir or args.data
+    if not args.dataset and not data_dir:
+        raise UsageError("no data: give timm's positional data dir (or --data-dir) for an ImageFolder or tar, "
+                         f"--dataset torch/<name> or hfds/<name> with timm's options, or a built-in set "
+                         f"(--dataset {' or '.join(BUILT_IN)}, offline)")
+    if data_dir and not args.dataset and not os.path.exists(data_dir):
+        raise UsageError(f"data dir {data_dir}: no such folder or file")
+    for dest, why in NOT_RUN.items():
+        if dest in given and getattr(args, dest):
+            raise UsageError(f"--{dest.replace('_', '-')}: {why}")
+    for dest, instead in _RECIPE_ONLY.items():
+        if dest in given and getattr(args, dest):
+            raise UsageError(f"--{dest.replace('_', '-')}: applies to --recipe runs only; in timm's run use {instead}")
+    if (args.train_subset or args.val_subset) and args.dataset not in BUILT_IN:
+        raise UsageError(f"--train-subset/--val-subset: only for the built-in datasets {list(BUILT_IN)}; timm's "
+                         "--train-num-samples/--val-num-samples size iterable datasets")
+    if args.smoothing_form == "paper" and (args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None):
+        raise UsageError("--smoothing-form paper with --mixup/--cutmix: timm's mixup smooths its targets uniformly; "
+                         "use --recipe for the paper's smoothing under mixup")
+    if args.naflex_loader and args.train_img_sizes is not None:
+        raise UsageError("--naflex-loader and --train-img-sizes are alternative loader modes")
+
+
+class _StderrHandler(logging.Handler):
+    """Log lines to the current ``sys.stderr`` (timm's format), installed once per process."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:  # noqa: BLE001 (logging must not end a run)
+            self.handleError(record)
+
+
+def _setup_logging() -> None:
+    root = logging.getLogger()
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(FormatterNoInfo())
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def _device(args, given: set[str]) -> torch.device:
+    if "device" not in given and not torch.cuda.is_available():
+        args.device = "cpu"  # timm's default is cuda; without one, the CPU (said in the log)
+        _logger.info("No CUDA device: training on the CPU (--device cpu).")
+    elif args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {args.device}: CUDA is not available here; accepted: cpu")
+    return utils.init_distributed_device(args)
+
+
+def _loss_fns(args, mixup_active: bool, num_aug_splits: int, device):
+    bce = dict(target_threshold=args.bce_target_thresh, sum_classes=args.bce_sum, pos_weight=args.bce_pos_weight)
+    if args.jsd_loss:
+        if num_aug_splits < 2:
+            raise UsageError("--jsd-loss: needs --aug-splits 2 or more")
+        train = JsdCrossEntropy(num_splits=num_aug_splits, smoothing=args.smoothing)
+    elif mixup_active:  # mixup makes soft targets (smoothing included)
+        train = BinaryCrossEntropy(**bce) if args.bce_loss else SoftTargetCrossEntropy()
+    elif args.smoothing:
+        if args.bce_loss:
+            train = BinaryCrossEntropy(smoothing=args.smoothing, **bce)
+        elif args.smoothing_form == "paper":
+            train = PaperSmoothingCrossEntropy(epsilon=args.smoothing, form="paper")
+        else:
+            train = LabelSmoothingCrossEntropy(smoothing=args.smoothing)
+    else:
+        train = nn.CrossEntropyLoss()
+    return train.to(device=device), nn.CrossEntropyLoss().to(device=device)
+
+
+def _task(args, model, criterion, device, model_dtype):
+    common = dict(criterion=criterion, distill_loss_weight=args.distill_loss_weight,
+                  task_loss_weight=args.task_loss_weight, device=device, dtype=model_dtype,
+                  verbose=utils.is_primary(args))
+    if args.kd_model_name is None:
+        return ClassificationTask(model=model, criterion=criterion, device=device, dtype=model_dtype,
+                                  verbose=utils.is_primary(args))
+    if args.kd_distill_type == "logit":
+        return LogitDistillationTask(student_model=model, teacher_model=args.kd_model_name,
+                                     loss_type=args.kd_loss_type, temperature=args.kd_temperature, **common)
+    if args.kd_distill_type == "feature":
+        return FeatureDistillationTask(student_model=model, teacher_model=args.kd_model_name,
+                                       student_feature_dim=args.kd_student_feature_dim,
+                                       teacher_feature_dim=args.kd_teacher_feature_dim, **common)
+    return TokenDistillationTask(student_model=model, teacher_model=args.kd_model_name,
+                                 distill_type=args.kd_token_distill_type, temperature=args.kd_temperature, **common)
+
+
+def _datasets(args, input_img_mode: str):
+    if args.dataset in BUILT_IN:
+        img_size = args.input_size[-1] if args.input_size else args.img_size
+        make = partial(built_in_dataset, args.dataset, root=args.data_dir, img_size=img_size)
+        return make("train", limit=args.train_subset), (make("test", limit=args.val_subset) if args.val_split
+                                                        else None)
+    common = dict(root=args.data_dir, class_map=args.class_map, download=args.dataset_download,
+                  batch_size=args.batch_size, input_img_mode=input_img_mode, input_key=args.input_key,
+                  target_key=args.target_key, trust_remote_code=args.dataset_trust_remote_code)
+    where = f"--dataset {args.dataset!r}" if args.dataset else f"data dir {args.data_dir}"
+    try:
+        train = create_dataset(args.dataset, split=args.train_split, is_training=True, seed=args.seed,
+                               repeats=args.epoch_repeats, num_samples=args.train_num_samples, **common)
+        evaluation = None
+        if args.val_split:
+            evaluation = create_dataset(args.dataset, split=args.val_split, is_training=False,
+                                        num_samples=args.val_num_samples, **common)
+    except (AssertionError, FileNotFoundError, RuntimeError, ValueError, ImportError) as err:
+        raise UsageError(f"{where} (--train-split {args.train_split!r}, --val-split {args.val_split!r}): "
+                         f"{err or type(err).__name__}") from None
+    if len(train) == 0:
+        raise UsageError(f"{where} --train-split {args.train_split!r}: holds no images")
+    return train, evaluation
+
+
+def run(args, given: set[str], args_text: str) -> dict:  # noqa: C901 (timm's set-up order, kept in one place)
+    """Train as timm's train.py would from ``args``; returns ``{"output_dir", "best_metric", "best_epoch"}``."""
+    _setup_logging()
+    _check(args, given)
+    if args.dataset in BUILT_IN:
+        built_in_defaults(args, given)
+    args.prefetcher = not args.no_prefetcher
+    args.grad_accum_steps = max(1, args.grad_accum_steps)
+    device = _device(args, given)
+    model_dtype = getattr(torch, args.model_dtype) if args.model_dtype else None
+    amp_dtype = torch.bfloat16 if args.amp_dtype == "bfloat16" else torch.float16
+    utils.random_seed(args.seed, args.rank)
+    if args.fuser:
+        utils.set_jit_fuser(args.fuser)
+    if args.fast_norm:
+        set_fast_norm()
+
+    in_chans = args.in_chans if args.in_chans is not None else (args.input_size[0] if args.input_size else 3)
+    factory = dict(args.model_kwargs)
+    if args.pretrained_path:
+        factory["pretrained_cfg_overlay"] = dict(file=args.pretrained_path, num_classes=-1)
+    if args.zero_gamma is not None:
+        factory["zero_init_last"] = args.zero_gamma
+    model = create_model(args.model, pretrained=args.pretrained, in_chans=in_chans, num_classes=args.num_classes,
+                         drop_rate=args.drop, drop_path_rate=args.drop_path, drop_block_rate=args.drop_block,
+                         global_pool=args.gp, bn_momentum=args.bn_momentum, bn_eps=args.bn_eps,
+                         scriptable=args.torchscript, checkpoint_path=args.initial_checkpoint, **factory)
+    if args.head_init_scale is not None:
+        with torch.no_grad():
+            model.get_classifier().weight.mul_(args.head_init_scale)
+            model.get_classifier().bias.mul_(args.head_init_scale)
+    if args.head_init_bias is not None:
+        nn.init.constant_(model.get_classifier().bias, args.head_init_bias)
+    if args.num_classes is None:
+        args.num_classes = model.num_classes
+    if args.grad_checkpointing:
+        model.set_grad_checkpointing(enable=True)
+    data_config = resolve_data_config(vars(args), model=model, verbose=utils.is_primary(args))
+
+    num_aug_splits = args.aug_splits if args.aug_splits > 0 else 0
+    if num_aug_splits == 1:
+        raise UsageError("--aug-splits 1: accepted values are 0 (off) or 2 and more")
+    if args.split_bn:
+        model = convert_splitbn_model(model, max(num_aug_splits, 2))
+    model.to(device=device, dtype=model_dtype)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if args.distributed and args.sync_bn:
+        args.dist_bn = ""
+        model = convert_sync_batchnorm(model)
+    if args.torchscript:
+        model = torch.jit.script(model)
+
+    amp_autocast, loss_scaler = nullcontext, None
+    if args.amp:
+        amp_autocast = partial(torch.autocast, device_type=device.type, dtype=amp_dtype)
+        if device.type == "cuda" and amp_dtype == torch.float16:
+            loss_scaler = NativeScaler(device=device.type)
+
+    if args.data and not args.data_dir:
+        args.data_dir = args.data
+    input_img_mode = args.input_img_mode or ("RGB" if data_config["input_size"][0] == 3 else "L")
+    dataset_train, dataset_eval = _datasets(args, input_img_mode)
+
+    mixup_active = args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None
+    mixup_args = dict(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax,
+                      prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mode=args.mixup_mode,
+                      label_smoothing=args.smoothing, num_classes=args.num_classes)
+    collate_fn = mixup_fn = None
+    if mixup_active and args.prefetcher:
+        if num_aug_splits:
+            raise UsageError("--aug-splits with --mixup/--cutmix needs --no-prefetcher")
+        collate_fn = FastCollateMixup(**mixup_args)
+    elif mixup_active:
+        mixup_fn = Mixup(**mixup_args)
+    if num_aug_splits > 1:
+        dataset_train = AugMixDataset(dataset_train, num_splits=num_aug_splits)
+
+    train_interpolation = args.train_interpolation
+    if args.no_aug or not train_interpolation:
+        train_interpolation = data_config["interpolation"]
+    common = dict(mean=data_config["mean"], std=data_config["std"], pin_memory=args.pin_mem,
+                  img_dtype=model_dtype or torch.float32, device=device, distributed=args.distributed,
+                  use_prefetcher=args.prefetcher)
+    loader_train = create_loader(
+        dataset_train, input_size=data_config["input_size"], batch_size=args.batch_size, is_training=True,
+        no_aug=args.no_aug, re_prob=args.reprob, re_mode=args.remode, re_count=args.recount, re_split=args.resplit,
+        train_crop_mode=args.train_crop_mode, scale=args.scale, ratio=args.ratio, hflip=args.hflip,
+        vflip=args.vflip, color_jitter=args.color_jitter, color_jitter_prob=args.color_jitter_prob,
+        grayscale_prob=args.grayscale_prob, gaussian_blur_prob=args.gaussian_blur_prob, auto_augment=args.aa,
+        num_aug_repeats=args.aug_repeats, num_aug_splits=num_aug_splits, interpolation=train_interpolation,
+        num_workers=args.workers, worker_seeding=args.worker_seeding, collate_fn=collate_fn,
+        use_multi_epochs_loader=args.use_multi_epochs_loader, input_size_choices=args.train_img_sizes,
+        batch_size_choices=args.train_batch_sizes, batch_choice_weights=args.train_size_probs,
+        batch_choice_seed=args.seed, batch_choice_schedule=args.train_size_schedule,
+        batch_schedule_epochs=args.epochs if args.train_size_schedule == "progressive" else None,
+        batch_schedule_spread=args.train_size_schedule_spread,
+        batch_schedule_random_mix=args.train_size_random_mix, num_batches=args.train_batches_per_epoch, **common)
+    scheduled_batch_mode = args.train_img_sizes is not None
+    batch_reference = (loader_train.batch_sampler.average_batch_size if scheduled_batch_mode
+                       else float(args.batch_size))
+
+    if not args.lr:  # timm's rule: lr = lr_base x (global batch / lr_base_size), sqrt-scaled for ada*/lamb
+        global_batch = batch_reference * args.world_size * args.grad_accum_steps
+        if not args.lr_base_scale:
+            args.lr_base_scale = "sqrt" if any(o in args.opt.lower() for o in ("ada", "lamb")) else "linear"
+        ratio = global_batch / args.lr_base_size
+        args.lr = args.lr_base * (ratio ** 0.5 if args.lr_base_scale == "sqrt" else ratio)
+        _logger.info(f"Learning rate ({args.lr}) calculated from base learning rate ({args.lr_base}) and global "
+                     f"batch size ({global_batch:g}) with {args.lr_base_scale} scaling.")
+
+    loader_eval = None
+    if dataset_eval is not None:
+        loader_eval = create_loader(dataset_eval, input_size=data_config["input_size"],
+                                    batch_size=args.validation_batch_size or args.batch_size, is_training=False,
+                                    interpolation=data_config["interpolation"], num_workers=args.workers,
+                                    crop_pct=data_config["crop_pct"], **common)
+
+    train_loss_fn, validate_loss_fn = _loss_fns(args, mixup_active, num_aug_splits, device)
+    task = _task(args, model, train_loss_fn, device, model_dtype)
+    model = task.get_trainable_module()
+    eval_model = task.get_eval_model()
+    opt_kwargs = optimizer_kwargs(cfg=args)
+    if args.no_bias_decay is False:  # the paper's baseline: decay on biases and norms too
+        opt_kwargs["filter_bias_and_bn"] = False
+    optimizer = create_optimizer_v2(model, **opt_kwargs, **args.opt_kwargs)
+
+    resume_epoch = None
+    if args.resume:
+        if not os.path.isfile(args.resume):
+            raise UsageError(f"--resume {args.resume}: no such file")
+        resume_epoch = resume_task_checkpoint(task, args.resume, optimizer=None if args.no_resume_opt else optimizer,
+                                              loss_scaler=None if args.no_resume_opt else loss_scaler,
+                                              log_info=utils.is_primary(args))
+    if args.model_ema:
+        task.setup_ema(decay=args.model_ema_decay, use_warmup=args.model_ema_warmup,
+                       device="cpu" if args.model_ema_force_cpu else None)
+        if args.resume:
+            load_task_ema_checkpoint(task, args.resume)
+    if args.torchcompile:
+        task.compile(backend=args.torchcompile, mode=args.torchcompile_mode)
+        model, eval_model = task.get_trainable_module(), task.get_eval_model()
+        if task.has_ema():
+            task.compile_ema(backend=args.torchcompile, mode=args.torchcompile_mode)
+    if args.distributed:
+        task.prepare_distributed(device_ids=[device] if device.type == "cuda" else None,
+                                 broadcast_buffers=not args.no_ddp_bb)
+        model = task.get_trainable_module()
+
+    eval_metric = args.eval_metric if loader_eval is not None else "loss"
+    decreasing = eval_metric == "loss"
+    saver = output_dir = lr_log = None
+    if utils.is_primary(args):
+        exp_name = args.experiment or "-".join([datetime.now().strftime("%Y%m%d-%H%M%S"),
+                                                safe_model_name(args.model), str(data_config["input_size"][-1])])
+        output_dir = utils.get_outdir(args.output or "./output/train", exp_name)
+        saver = utils.CheckpointSaver(model=model, optimizer=optimizer, args=args, amp_scaler=loss_scaler,
+                                      checkpoint_dir=output_dir, recovery_dir=output_dir, decreasing=decreasing,
+                                      max_history=args.checkpoint_hist, task=task)
+        if args.resume and os.path.dirname(os.path.abspath(args.resume)) == os.path.abspath(output_dir):
+            saver.load_state_dict_from_checkpoint(args.resume)  # keep the ranked history of this folder
+        with open(os.path.join(output_dir, "args.yaml"), "w") as f:
+            f.write(args_text)
+        from ._outputs import RunFiles
+
+        lr_log = RunFiles(output_dir, len(optimizer.param_groups))
+
+    updates_per_epoch = (len(loader_train) + args.grad_accum_steps - 1) // args.grad_accum_steps
+    lr_scheduler, num_epochs = create_scheduler_v2(optimizer, **scheduler_kwargs(args, decreasing_metric=decreasing),
+                                                   updates_per_epoch=updates_per_epoch)
+    start_epoch = args.start_epoch if args.start_epoch is not None else (resume_epoch or 0)
+    if lr_scheduler is not None and start_epoch > 0:
+        if args.sched_on_updates:
+            lr_scheduler.step_update(start_epoch * updates_per_epoch)
+        else:
+            lr_scheduler.step(start_epoch)
+    if lr_log is not None:
+        lr_log.start_lr_log(start_epoch * updates_per_epoch)
+
+    best_metric = best_epoch = eval_metrics = None
+    results = []
+    for epoch in range(start_epoch, num_epochs):
+        for part in (loader_train.dataset, loader_train.batch_sampler, loader_train.sampler):
+            if hasattr(part, "set_epoch"):
+                part.set_epoch(epoch)
+                break
+        train_metrics = train_one_epoch(
+            epoch, loader_train, optimizer, args, task=task, device=device, lr_scheduler=lr_scheduler,
+            saver=saver, output_dir=output_dir, amp_autocast=amp_autocast, loss_scaler=loss_scaler,
+            model_dtype=model_dtype, mixup_fn=mixup_fn, scheduled_batch_mode=scheduled_batch_mode,
+            batch_size_reference=batch_reference, on_update=lr_log.log_lr if lr_log else None)
+        if lr_log is not None:
+            lr_log.flush_lr()
+        if args.distributed and args.dist_bn in ("broadcast", "reduce"):
+            utils.distribute_bn(model, args.world_size, args.dist_bn == "reduce")
+        if (epoch + 1) % args.val_interval != 0 and epoch + 1 != num_epochs:
+            if lr_scheduler is not None:
+                lr_scheduler.step(epoch + 1, metric=None)
+            continue
+        if loader_eval is not None:
+            eval_metrics = validate(eval_model, loader_eval, validate_loss_fn, args, device=device,
+                                    amp_autocast=amp_autocast, model_dtype=model_dtype)
+            ema = task.get_trainable_module(ema=True)
+            if ema is not None and not args.model_ema_force_cpu:
+                if args.distributed and args.dist_bn in ("broadcast", "reduce"):
+                    utils.distribute_bn(ema, args.world_size, args.dist_bn == "reduce")
+                eval_metrics = validate(task.get_eval_model(ema=True), loader_eval, validate_loss_fn, args,
+                                        device=device, amp_autocast=amp_autocast, log_suffix=" (EMA)")
+        if output_dir is not None:
+            lrs = [g["lr"] for g in optimizer.param_groups]
+            summary = os.path.join(output_dir, "summary.csv")
+            utils.update_summary(epoch, train_metrics, eval_metrics, filename=summary, lr=sum(lrs) / len(lrs),
+                                 write_header=not os.path.exists(summary))
+        latest = (eval_metrics or train_metrics)[eval_metric]
+        if saver is not None:
+            best_metric, best_epoch = saver.save_checkpoint(epoch, metric=latest)
+        if lr_scheduler is not None:
+            lr_scheduler.step(epoch + 1, latest)
+        results.append({"epoch": epoch, "train": train_metrics, **({"validation": eval_metrics} if eval_metrics
+                                                                    else {})})
+
+    if args.distributed:
+        torch.distributed.destroy_process_group()
+    if utils.is_primary(args):
+        if best_metric is not None:
+            _logger.info(f"*** Best metric: {best_metric} (epoch {best_epoch})")
+        if lr_log is not None and os.path.getsize(lr_log.path("lr_per_step.csv")) > 0:
+            lr_log.plot_lr(f"{args.model}: lr of every update")
+        if args.export_backbone:
+            export_backbone(task.get_eval_model(), args.export_backbone,
+                            meta={"model_name": args.model, "variant": None, "recipe": None,
+                                  "val_top1": None if eval_metrics is None else float(eval_metrics.get("top1", 0)),
+                                  "num_classes": int(args.num_classes), "in_chans": int(in_chans)})
+        ordered = sorted(results, key=lambda r: r.get("validation", r["train"]).get(eval_metric, 0),
+                         reverse=decreasing)
+        print(f"--result\n{json.dumps(ordered[-10:], indent=4)}")
+    return {"output_dir": output_dir, "best_metric": best_metric, "best_epoch": best_epoch}
