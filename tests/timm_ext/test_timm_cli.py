@@ -163,3 +163,74 @@ def test_bad_flags_exit_2_naming_the_flag_and_keep_earlier_outputs(tmp_path, cap
     assert code == 2
     assert expected in capsys.readouterr().err
     assert (run / "summary.csv").read_text() == "kept\n"
+
+
+def _timm_args(*argv):
+    args, given, _ = cli.parse_args(["--dataset", "fashion_mnist", *argv])
+    return args, given
+
+
+def test_paper_switches_on_timms_run_go_both_ways():
+    from timm.loss import LabelSmoothingCrossEntropy as TimmSmoothing
+
+    from plugins.losses import LabelSmoothingCrossEntropy as PaperSmoothing
+    from timm_ext._timm_setup import build_model, build_optimizer, loss_fns
+
+    def groups(*argv):
+        args, _ = _timm_args("--model", "resnet18", "--weight-decay", "1e-4", *argv)
+        model, _ = build_model(args)
+        return [(len(g["params"]), g["weight_decay"]) for g in build_optimizer(args, model).param_groups]
+
+    timm_default = groups()  # timm's factory: biases and norms without decay
+    assert sorted(d for _, d in timm_default) == [0.0, 1e-4]
+    assert groups("--bias-decay") == [(sum(n for n, _ in timm_default), 1e-4)]  # the paper's baseline: all decay
+
+    def last_gamma(*argv):
+        args, _ = _timm_args("--model", "resnet18", *argv)
+        return float(build_model(args)[0].layer1[0].bn2.weight.abs().sum())
+
+    assert last_gamma() == 0.0 and last_gamma("--zero-gamma") == 0.0  # timm's ResNet zero-inits by default
+    assert last_gamma("--no-zero-gamma") > 0.0
+
+    args, _ = _timm_args("--smoothing", "0.2", "--smoothing-form", "paper")
+    train_loss, _ = loss_fns(args, mixup_active=False, num_aug_splits=0, device=torch.device("cpu"))
+    assert isinstance(train_loss, PaperSmoothing) and (train_loss.epsilon, train_loss.form) == (0.2, "paper")
+    args, _ = _timm_args("--smoothing", "0.2")
+    assert isinstance(loss_fns(args, False, 0, torch.device("cpu"))[0], TimmSmoothing)  # timm's, uniform form
+
+
+@pytest.mark.slow
+def test_built_in_data_runs_through_timms_loaders(tmp_path, fashion_mnist):
+    out = tmp_path / "output"
+    argv = ["--dataset", "fashion_mnist", "--model", "tricks_resnet26nd", "--train-subset", "64",
+            "--val-subset", "32", "-b", "16", "-j", "0", "--epochs", "1", "--warmup-epochs", "0",
+            "--output", str(out), "--experiment", "fm", "--export-backbone", str(tmp_path / "backbone.pth")]
+    assert train_cmd.main(argv) == 0
+    args = yaml.safe_load((out / "fm" / "args.yaml").read_text())  # as parsed (timm's): -c repeats the command
+    assert (args["dataset"], args["train_subset"], args["num_classes"]) == ("fashion_mnist", 64, None)
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        resolved = torch.load(out / "fm" / "last.pth.tar", weights_only=True)["args"]
+    assert (resolved.num_classes, resolved.img_size, resolved.in_chans, resolved.crop_pct) == (10, 28, 1, 1.0)
+    rows = list(csv.DictReader(open(out / "fm" / "summary.csv")))
+    assert len(rows) == 1 and 0.0 <= float(rows[0]["eval_top1"]) <= 100.0
+    from plugins.checkpoint import load_checkpoint
+
+    meta = load_checkpoint(tmp_path / "backbone.pth")["meta"]
+    assert (meta["model_name"], meta["num_classes"], meta["in_chans"]) == ("tricks_resnet26nd", 10, 1)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_timms_run_under_torchrun_scales_the_lr_by_the_global_batch(tmp_path, fashion_mnist, command_env):
+    import subprocess
+    import sys
+
+    argv = ["--dataset", "fashion_mnist", "--model", "tricks_resnet26nd", "--train-subset", "64", "--val-subset",
+            "32", "-b", "8", "-j", "0", "--epochs", "1", "--warmup-epochs", "0", "--sched", "none"]
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "timm_ext.train", *argv, "--output", str(tmp_path), "--experiment", "ddp"],
+                          env=command_env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lrs = [float(r["lr_group0"]) for r in csv.DictReader(open(tmp_path / "ddp" / "lr_per_step.csv"))]
+    assert lrs == [pytest.approx(0.1 * 16 / 256)] * 4  # timm's rule on the global batch 2 x 8; 64 / 16 updates
+    assert len(list(csv.DictReader(open(tmp_path / "ddp" / "summary.csv")))) == 1
