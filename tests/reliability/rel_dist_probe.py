@@ -77,9 +77,9 @@ def _state_hash(module) -> str:
 
 
 def run_timm(argv: list[str]) -> int:
-    from timm_ext import train
+    from timm_ext import _recipe_run, train
 
-    build_optimizer, step_call = train.build_optimizer, train.TrainStep.__call__
+    build_optimizer, step_call = _recipe_run.build_optimizer, train.TrainStep.__call__
 
     def recording_build_optimizer(model, *args, **kwargs):
         optimizer = build_optimizer(model, *args, **kwargs)
@@ -105,7 +105,7 @@ def run_timm(argv: list[str]) -> int:
             )
         return loss
 
-    train.build_optimizer, train.TrainStep.__call__ = recording_build_optimizer, recording_call
+    _recipe_run.build_optimizer, train.TrainStep.__call__ = recording_build_optimizer, recording_call
     return train.main(argv)
 
 
