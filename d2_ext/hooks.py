@@ -11,6 +11,8 @@ import os
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
+from plugins.lr_record import FILENAME, LrRecord
+
 
 class LrRecorder(HookBase):
     """Records each param group's lr before every step (the lr that update uses); rank 0 writes the file.
@@ -21,45 +23,20 @@ class LrRecorder(HookBase):
     """
 
     def __init__(self, output_dir: str, flush_every: int = 1):
-        self._path = os.path.join(output_dir, "lr_per_step.csv")
+        self._path = os.path.join(output_dir, FILENAME)
         self._flush_every = flush_every
-        self._rows: list[str] = []
-        self._header: str | None = None
+        self._record: LrRecord | None = None
 
     def before_train(self):
         groups = self.trainer.optimizer.param_groups
-        self._header = "step," + ",".join(f"lr_group{g}" for g in range(len(groups)))
-        start = self.trainer.iter  # > 0 after a resume: keep the rows of the updates already done
-        kept = []
-        if start and os.path.isfile(self._path):
-            with open(self._path) as f:
-                lines = f.read().splitlines()
-            if lines and lines[0] == self._header:
-                kept = [ln for ln in lines[1:] if ln and int(ln.split(",")[0]) <= start]
-        if comm.is_main_process():
-            self._write([self._header, *kept], mode="w")
+        self._record = LrRecord(self._path, len(groups), write=comm.is_main_process())
+        self._record.start(self.trainer.iter)  # > 0 after a resume: keep the rows of the updates already done
 
     def before_step(self):
-        lrs = [g["lr"] for g in self.trainer.optimizer.param_groups]
-        self._rows.append(f"{self.trainer.iter + 1}," + ",".join(repr(float(v)) for v in lrs))
-        if len(self._rows) >= self._flush_every:
-            self._flush()
+        self._record.log(self.trainer.iter + 1, [g["lr"] for g in self.trainer.optimizer.param_groups])
+        if len(self._record) >= self._flush_every:
+            self._record.flush()
 
     def after_train(self):
-        self._flush()
-
-    def _flush(self):
-        if self._rows and comm.is_main_process():
-            self._write(self._rows, mode="a")
-        self._rows = []
-
-    def _write(self, lines, mode):
-        os.makedirs(os.path.dirname(self._path) or ".", exist_ok=True)
-        if mode == "w":
-            tmp = self._path + ".tmp"
-            with open(tmp, "w") as f:
-                f.write("\n".join(lines) + "\n")
-            os.replace(tmp, self._path)
-        else:
-            with open(self._path, "a") as f:
-                f.write("\n".join(lines) + "\n")
+        if self._record is not None:
+            self._record.flush()

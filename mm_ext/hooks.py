@@ -17,6 +17,7 @@ import torch
 from mmengine.dist import all_reduce, is_main_process
 from mmengine.hooks import Hook
 
+from plugins.lr_record import FILENAME, LrRecord
 from plugins.random_state import capture_random_state, restore_random_state
 
 
@@ -33,8 +34,7 @@ class LrRecorderHook(Hook):
         if not isinstance(flush_interval, int) or flush_interval < 1:
             raise ValueError(f"LrRecorderHook: flush_interval={flush_interval!r}; accepted: an int >= 1")
         self.flush_interval = flush_interval
-        self._rows: list[str] = []
-        self._path = ""
+        self._record: LrRecord | None = None
 
     @staticmethod
     def _groups(runner):
@@ -45,37 +45,22 @@ class LrRecorderHook(Hook):
         return optimizer.param_groups
 
     def before_train(self, runner) -> None:
-        self._path = os.path.join(runner.work_dir, "lr_per_step.csv")
-        header = "step," + ",".join(f"lr_group{g}" for g in range(len(self._groups(runner))))
-        kept: list[str] = []
-        if runner.iter and os.path.isfile(self._path):  # resumed: keep the rows of the iterations already run
-            with open(self._path) as f:
-                lines = f.read().splitlines()
-            if lines and lines[0] == header:
-                kept = [ln for ln in lines[1:] if ln and int(ln.split(",")[0]) <= runner.iter]
-        if is_main_process():
-            tmp = self._path + ".tmp"
-            with open(tmp, "w") as f:
-                f.write("\n".join([header, *kept]) + "\n")
-            os.replace(tmp, self._path)
+        self._record = LrRecord(os.path.join(runner.work_dir, FILENAME), len(self._groups(runner)),
+                                write=is_main_process())
+        self._record.start(runner.iter)  # resumed: keeps the rows of the iterations already run
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        lrs = [g["lr"] for g in self._groups(runner)]
-        self._rows.append(f"{runner.iter + 1}," + ",".join(repr(float(v)) for v in lrs))
-        if len(self._rows) >= self.flush_interval:
-            self._flush()
+        self._record.log(runner.iter + 1, [g["lr"] for g in self._groups(runner)])
+        if len(self._record) >= self.flush_interval:
+            self._record.flush()
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        self._flush()  # a run killed after this checkpoint still has the rows its resume keeps
+        if self._record is not None:
+            self._record.flush()  # a run killed after this checkpoint still has the rows its resume keeps
 
     def after_train(self, runner) -> None:
-        self._flush()
-
-    def _flush(self) -> None:
-        if self._rows and is_main_process():
-            with open(self._path, "a") as f:
-                f.write("\n".join(self._rows) + "\n")
-        self._rows = []
+        if self._record is not None:
+            self._record.flush()
 
 
 class RandomStateHook(Hook):

@@ -7,12 +7,13 @@ group at every update, for overlaying lr curves of several tools), ``lr_curve.pn
 
 from __future__ import annotations
 
-import csv
 import os
 import tempfile
 from pathlib import Path
 
 import yaml
+
+from plugins.lr_record import FILENAME, LrRecord, read_lr_record
 
 from ._args import UsageError
 
@@ -57,8 +58,8 @@ class RunFiles:
         self.root = Path(output)
         check_writable("--output", self.root)
         self.num_groups = num_groups
-        self.lr_header = ["step"] + [f"lr_group{g}" for g in range(num_groups)]
-        self._pending: list[tuple] = []
+        self.lr_record = LrRecord(self.root / FILENAME, num_groups)
+        self.lr_header = self.lr_record.header
 
     def path(self, name: str) -> Path:
         return self.root / name
@@ -73,24 +74,14 @@ class RunFiles:
 
     def start_lr_log(self, done_steps: int) -> None:
         """Start ``lr_per_step.csv``, keeping the rows of updates ``<= done_steps`` of an earlier (resumed) run."""
-        path = self.path("lr_per_step.csv")
-        kept: list[list[str]] = []
-        if done_steps and path.is_file():
-            with open(path, newline="") as handle:
-                rows = list(csv.reader(handle))
-            if rows and rows[0] == self.lr_header:
-                kept = [row for row in rows[1:] if row and int(row[0]) <= done_steps]
-        _atomic_write(path, "\n".join(",".join(r) for r in [self.lr_header, *kept]) + "\n")
+        self.lr_record.start(done_steps)
 
     def log_lr(self, step: int, lrs: list[float]) -> None:
         """Buffer one update's lrs; :meth:`flush_lr` appends them to ``lr_per_step.csv``."""
-        self._pending.append((step, *lrs))
+        self.lr_record.log(step, lrs)
 
     def flush_lr(self) -> None:
-        if self._pending:
-            with open(self.path("lr_per_step.csv"), "a", newline="") as handle:
-                handle.write("".join(",".join(_fmt(v) for v in row) + "\n" for row in self._pending))
-            self._pending.clear()
+        self.lr_record.flush()
 
     def plot_lr(self, title: str) -> None:
         """``lr_curve.png`` from ``lr_per_step.csv`` (matplotlib, Agg backend)."""
@@ -99,12 +90,10 @@ class RunFiles:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        with open(self.path("lr_per_step.csv"), newline="") as handle:
-            rows = list(csv.DictReader(handle))
+        steps, lrs = read_lr_record(self.path(FILENAME))
         fig, ax = plt.subplots(figsize=(7, 3.5))
-        steps = [int(r["step"]) for r in rows]
-        for name in self.lr_header[1:]:
-            ax.plot(steps, [float(r[name]) for r in rows], label=name)
+        for name, values in zip(self.lr_header[1:], lrs, strict=True):
+            ax.plot(steps, values, label=name)
         ax.set_xlabel("update")
         ax.set_ylabel("learning rate")
         ax.set_title(title)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
 import statistics
 from pathlib import Path
+
+from plugins.lr_record import read_lr_record
 
 from . import reference
 from .study import STACKED_ROWS, TRANSFER_ROWS, TWEAK_ROWS, cls_stage_name, slug
@@ -273,9 +274,5 @@ def _figures(run_dir: Path, tables: dict, results: dict, seeds) -> list[str]:
 
 def read_lr_csv(path: Path) -> tuple[list[int], list[float]]:
     """(steps, lr of the first param group) from an adapter's lr_per_step.csv."""
-    steps, lrs = [], []
-    with open(path) as f:
-        for row in csv.DictReader(f):
-            steps.append(int(row["step"]))
-            lrs.append(float(row.get("lr") or row.get("lr_group0") or next(v for k, v in row.items() if k != "step")))
-    return steps, lrs
+    steps, lrs = read_lr_record(path)
+    return steps, lrs[0]
