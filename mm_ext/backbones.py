@@ -2,7 +2,7 @@
 
 Registry contract (MODELS, key ``TimmTransferBackbone``): ``forward(images)`` returns a tuple of feature maps,
 one per ``out_indices`` entry, as mmdet necks and mmseg decode heads expect. The model and the checkpoint
-loading are ``timm_ext.features.TimmFeatures`` (contract in docs/architecture.md).
+loading are ``plugins.features.TimmFeatures`` (contract in docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from timm_ext.features import TimmFeatures
+from plugins.features import TimmFeatures
 
 # Arguments of mmdet's/mmseg's/mmcv's ResNet that a backbone dict merged into a stock one still carries.
 _MM_RESNET_KEYS = frozenset({

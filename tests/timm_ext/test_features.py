@@ -3,7 +3,7 @@ import timm
 import torch
 
 from plugins.checkpoint import export_backbone
-from timm_ext.features import TimmFeatures
+from plugins.features import TimmFeatures
 
 
 def test_out_indices_channels_and_strides_follow_feature_info():

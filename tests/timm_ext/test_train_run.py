@@ -9,13 +9,13 @@ import torch
 import yaml
 
 from plugins.checkpoint import BACKBONE_FORMAT, load_checkpoint
+from plugins.features import TimmFeatures
 from plugins.losses import distillation_loss
 from plugins.mixup import mixup
 from plugins.recipe import Recipe
 from timm_ext import train as train_cmd
 from timm_ext import validate as validate_cmd
 from timm_ext._engine import TrainStep, _stream_seed, load_teacher
-from timm_ext.features import TimmFeatures
 from timm_ext.scheduler import create_tricks_scheduler
 
 pytestmark = pytest.mark.slow
