@@ -10,7 +10,7 @@ from __future__ import annotations
 from mmengine.optim.scheduler.lr_scheduler import LRSchedulerMixin
 from mmengine.optim.scheduler.param_scheduler import INF, _ParamScheduler
 
-from plugins.schedules import warmup_cosine_factor
+from plugins.schedules import epochs_to_steps, warmup_cosine_factor
 
 
 class WarmupCosineLR(LRSchedulerMixin, _ParamScheduler):
@@ -75,18 +75,20 @@ class WarmupCosineLR(LRSchedulerMixin, _ParamScheduler):
     ) -> WarmupCosineLR:
         """Build the iteration-based scheduler from an epoch-based config (``convert_to_iter_based=True``).
 
-        ``begin``, ``end`` and ``warmup_steps`` are multiplied by ``epoch_length`` (the number of iterations
-        per epoch, given by the Runner) and rounded down, as MMEngine's own schedulers do.
+        ``begin``, ``end`` and ``warmup_steps`` (epochs) become iterations with ``epoch_length`` (given by the
+        Runner) through :func:`plugins.schedules.epochs_to_steps`, the project's one conversion (nearest
+        iteration, halves to even), so the recipe engine and this scheduler agree at fractional epochs.
+        MMEngine's own schedulers truncate instead (``int(2.3 * 10)`` is 22); whole epochs give the same.
         """
         if not by_epoch:
             raise ValueError("convert_to_iter_based=True needs by_epoch=True (the config's values are in epochs)")
         if isinstance(epoch_length, bool) or not isinstance(epoch_length, int) or epoch_length <= 0:
             raise ValueError(f"epoch_length must be a positive int, got {epoch_length!r}")
-        end = int(end * epoch_length) if end != INF else INF
+        end = epochs_to_steps(end, epoch_length) if end != INF else INF
         return cls(
             *args,
-            warmup_steps=int(warmup_steps * epoch_length),
-            begin=int(begin * epoch_length),
+            warmup_steps=epochs_to_steps(warmup_steps, epoch_length),
+            begin=epochs_to_steps(begin, epoch_length),
             end=end,
             by_epoch=False,
             **kwargs,

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from .schedules import SCHEDULES, lr_factor, scale_lr
+from .schedules import SCHEDULES, epochs_to_steps, lr_factor, scale_lr
 
 __all__ = ["RECIPES_DIR", "Recipe"]
 
@@ -247,16 +247,16 @@ class Recipe:
         return scale_lr(self.base_lr, self.batch_size, self.base_batch_size)
 
     def total_steps(self, steps_per_epoch: int) -> int:
-        """Updates of the whole run: ``epochs * steps_per_epoch``."""
-        return self.epochs * _steps_per_epoch(steps_per_epoch)
+        """Updates of the whole run (:func:`plugins.schedules.epochs_to_steps` of ``epochs``)."""
+        return epochs_to_steps(self.epochs, _steps_per_epoch(steps_per_epoch))
 
     def warmup_steps(self, steps_per_epoch: int) -> int:
-        """Warmup updates: ``round(warmup_epochs * steps_per_epoch)``."""
-        return round(self.warmup_epochs * _steps_per_epoch(steps_per_epoch))
+        """Warmup updates (:func:`plugins.schedules.epochs_to_steps`: nearest update, halves to even)."""
+        return epochs_to_steps(self.warmup_epochs, _steps_per_epoch(steps_per_epoch))
 
     def milestone_steps(self, steps_per_epoch: int) -> tuple[int, ...]:
-        """Step-decay milestones in updates: ``milestone_epoch * steps_per_epoch`` each."""
-        return tuple(m * _steps_per_epoch(steps_per_epoch) for m in self.step_milestones)
+        """Step-decay milestones in updates (:func:`plugins.schedules.epochs_to_steps` of each)."""
+        return tuple(epochs_to_steps(m, _steps_per_epoch(steps_per_epoch)) for m in self.step_milestones)
 
     def lr_at(self, i: int, steps_per_epoch: int) -> float:
         """Learning rate of update ``i`` (counted from 1), scaled lr times :func:`plugins.schedules.lr_factor`."""

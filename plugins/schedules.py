@@ -20,6 +20,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 __all__ = [
+    "epochs_to_steps",
     "SCHEDULES",
     "FactorLR",
     "WarmupCosineLR",
@@ -71,6 +72,19 @@ def _check_milestones(milestones: Any, total_steps: int) -> tuple[int, ...]:
             f"got {milestones!r}"
         )
     return tuple(int(m) for m in values)
+
+
+def epochs_to_steps(epochs: float, steps_per_epoch: int) -> int:
+    """Updates in ``epochs`` epochs of ``steps_per_epoch`` updates: the one conversion every adapter uses.
+
+    Rule: the nearest whole update, halves to even (Python's ``round``), so ``0.5`` epoch of 5 updates is 2,
+    ``1.5`` epochs of 5 is 8, and ``2.3`` epochs of 10 is 23 (truncation would give 22: ``2.3 * 10`` is
+    ``22.999999999999996`` in floating point). Whole epochs convert exactly.
+    """
+    steps_per_epoch = _check_int("steps_per_epoch", steps_per_epoch, 1)
+    if isinstance(epochs, bool) or not isinstance(epochs, Real) or not math.isfinite(epochs) or epochs < 0:
+        raise ValueError(f"epochs must be a finite number >= 0, got {epochs!r}")
+    return round(epochs * steps_per_epoch)
 
 
 def scale_lr(base_lr: float, batch_size: int, base_batch_size: int = 256) -> float:

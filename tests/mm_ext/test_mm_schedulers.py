@@ -161,3 +161,12 @@ def test_bad_arguments_name_the_argument(kwargs, needle):
 def test_convert_to_iter_based_needs_by_epoch():
     with pytest.raises(ValueError, match="by_epoch"):
         mm_ext.WarmupCosineLR.build_iter_from_epoch(_optimizer(), end=2, by_epoch=False, epoch_length=4)
+
+
+def test_epoch_based_config_converts_epochs_as_the_recipe_does():
+    from plugins.recipe import Recipe
+
+    recipe = Recipe.preset("paper").with_overrides(epochs=10, warmup_epochs=2.3, schedule="cosine")
+    sched = mm_ext.WarmupCosineLR.build_iter_from_epoch(_optimizer(), warmup_steps=2.3, begin=0, end=10,
+                                                        epoch_length=10)
+    assert (sched.warmup_steps, sched.total_steps) == (recipe.warmup_steps(10), recipe.total_steps(10)) == (23, 100)

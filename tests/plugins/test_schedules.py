@@ -199,3 +199,20 @@ def test_factor_lr_binds_any_factor_and_keeps_it_out_of_state():
     expected = [[lr / min(k + 1, 4) for lr in BASE_LRS] for k in range(5)]
     torch.testing.assert_close(got, torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=0)
     assert "_factor_fn" not in scheduler.state_dict()
+
+
+def test_epochs_to_steps_is_the_one_conversion_and_pins_its_rounding():
+    from plugins.recipe import Recipe
+    from plugins.schedules import epochs_to_steps
+
+    # nearest update, halves to even; floating-point products such as 2.3 * 10 = 22.999... still give 23
+    cases = [(0.5, 5, 2), (1.5, 5, 8), (2.5, 5, 12), (2.3, 10, 23), (0.1, 30, 3), (3, 7, 21), (0, 9, 0)]
+    for epochs, per_epoch, steps in cases:
+        assert epochs_to_steps(epochs, per_epoch) == steps, (epochs, per_epoch)
+    for bad in (-1, float("nan"), float("inf"), True, "2"):
+        with pytest.raises(ValueError, match="epochs must be a finite number"):
+            epochs_to_steps(bad, 5)
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        epochs_to_steps(1, 0)
+    recipe = Recipe.preset("paper").with_overrides(epochs=10, warmup_epochs=2.3, schedule="cosine")
+    assert recipe.warmup_steps(10) == 23 and recipe.total_steps(10) == 100  # the recipe converts through it
