@@ -34,49 +34,49 @@ from .cli import UsageError
 __all__ = ["NonFiniteLossError", "TrainResult", "TrainStep", "build_parser", "main", "run", "train"]
 
 
-def _recipe_argv(argv: list[str], args, given: set[str]) -> list[str]:
-    """The command line of a ``--recipe`` run for the recipe engine's parser (``_args``).
+def _recipe_argv(args, given: set[str]) -> list[str]:
+    """The command line of a ``--recipe`` run for the recipe engine's parser (``_args``), from the parsed
+    timm command line: every given flag (command line or ``-c`` yaml) written with the recipe engine's option,
+    timm's positional data dir as ``--data-dir``, ``--output OUTPUT/EXPERIMENT`` when ``--experiment`` is given.
 
-    Every given flag must be one the recipe engine applies; ``-c`` yaml values become flags.
+    A given timm flag that the recipe engine does not apply is a :class:`UsageError` naming it.
     """
+    import argparse
+
     legacy = build_parser()
-    applied = {a.dest for a in legacy._actions} - {"help"}
-    ignored = sorted(given - applied - {"experiment"})
+    by_dest: dict[str, list[argparse.Action]] = {}
+    for action in legacy._actions:
+        by_dest.setdefault(action.dest, []).append(action)
+    given = set(given)
+    if "data" in given:
+        if "data_dir" not in given:
+            args.data_dir = args.data
+            given.add("data_dir")
+        given.discard("data")
+    ignored = sorted(given - set(by_dest) - {"experiment", "help"})
     if ignored:
-        flags = ", ".join("--" + d.replace("_", "-") if d != "data" else "the positional data dir" for d in ignored)
+        flags = ", ".join("--" + d.replace("_", "-") for d in ignored)
         raise UsageError(f"{flags}: not applied by --recipe runs (the recipe engine runs the paper's pipeline); "
                          "drop --recipe to run timm's, or use the recipe engine's flags (tricks-train --help, "
                          "'Bag of Tricks extension flags' and the timm flags that set recipe fields)")
-    out, skip = [], False
-    for token in argv:
-        if skip:
-            skip = False
-            continue
-        if token in ("-c", "--config"):
-            skip = True
-            continue
-        if token.startswith("--config="):
-            continue
-        out.append(token)
-    if args.config:
-        for dest in sorted(given - _given_on_command_line(argv)):
-            value = getattr(args, dest)
-            flag = "--" + dest.replace("_", "-")
-            if isinstance(value, bool):
-                out += [flag] if value else []
-            elif isinstance(value, list | tuple):
-                out += [flag, *map(str, value)]
-            elif value is not None:
-                out += [flag, str(value)]
+    out: list[str] = []
+    for dest in sorted(given - {"experiment"}):
+        value, actions = getattr(args, dest), by_dest[dest]
+        if isinstance(actions[0], argparse._StoreConstAction):  # --zero-gamma / --no-zero-gamma, ...
+            out += [a.option_strings[-1] for a in actions if a.const == value][:1]
+        elif isinstance(actions[0], argparse.BooleanOptionalAction):  # --amp / --no-amp
+            out.append("--" + ("" if value else "no-") + dest.replace("_", "-"))
+        elif isinstance(actions[0], argparse._StoreTrueAction):
+            out += [actions[0].option_strings[-1]] if value else []
+        elif isinstance(value, dict):  # --model-kwargs k=v ...
+            out += [actions[0].option_strings[-1], *(f"{k}={v}" for k, v in value.items())]
+        elif isinstance(value, list | tuple):
+            out += [actions[0].option_strings[-1], *map(str, value)]
+        elif value is not None:
+            out += [actions[0].option_strings[-1], str(value)]
     if "experiment" in given:  # timm's layout: OUTPUT/EXPERIMENT/ (without it, --output is the run folder)
         out += ["--output", os.path.join(args.output or os.path.join("output", "train"), args.experiment)]
     return out
-
-
-def _given_on_command_line(argv: list[str]) -> set[str]:
-    from .cli import _given_dests
-
-    return _given_dests(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
             timm_run(args, given, args_text)
             return 0
-        recipe_args = build_parser().parse_args(_recipe_argv(argv, args, given))
+        recipe_args = build_parser().parse_args(_recipe_argv(args, given))
         train(recipe_args)
     except (UsageError, cli.UsageError, DataError, NonFiniteLossError) as err:
         if args.debug:

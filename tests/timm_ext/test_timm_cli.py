@@ -234,3 +234,23 @@ def test_timms_run_under_torchrun_scales_the_lr_by_the_global_batch(tmp_path, fa
     lrs = [float(r["lr_group0"]) for r in csv.DictReader(open(tmp_path / "ddp" / "lr_per_step.csv"))]
     assert lrs == [pytest.approx(0.1 * 16 / 256)] * 4  # timm's rule on the global batch 2 x 8; 64 / 16 updates
     assert len(list(csv.DictReader(open(tmp_path / "ddp" / "summary.csv")))) == 1
+
+
+def test_recipe_paper_on_the_same_image_folder_runs_the_papers_curve(tmp_path, capsys):
+    from plugins.recipe import Recipe
+
+    data = _image_folder(tmp_path / "data")
+    argv = [str(data), "--recipe", "paper", "--model", "tricks_resnet26nd", "--img-size", "32", "-b", "4",
+            "--epochs", "2", "--warmup-epochs", "0.5", "--no-amp", "--no-progress", "-j", "0",
+            "--output", str(tmp_path / "out"), "--experiment", "paper"]
+    assert train_cmd.main(argv) == 0, capsys.readouterr().err
+    run = tmp_path / "out" / "paper"
+    recipe = Recipe.from_yaml(run / "recipe.yaml")
+    assert (recipe.warmup_epochs, recipe.schedule, recipe.label_smoothing, recipe.batch_size) == (0.5, "cosine",
+                                                                                                   0.1, 4)
+    rows = list(csv.DictReader(open(run / "lr_per_step.csv")))
+    steps_per_epoch = 24 // 4
+    assert len(rows) == 2 * steps_per_epoch
+    for row in rows:  # the closed form of every update, first included, to the last bit
+        assert float(row["lr_group0"]) == recipe.lr_at(int(row["step"]), steps_per_epoch)
+    assert {"last.pth", "best.pth", "backbone.pth", "summary.csv", "args.yaml"} <= {p.name for p in run.iterdir()}
