@@ -32,6 +32,7 @@ from . import roi_heads as _roi_heads  # noqa: F401  registration: LabelSmoothin
 from .check import check_tricks_applied, install_tricks_check
 from .config import add_tricks_config, validate_tricks_config
 from .data import register_fashion_scenes
+from .recipe import apply_recipe
 from .solver import TricksSolverMixin, build_lr_scheduler, build_optimizer
 from .trainer import Trainer
 
@@ -40,6 +41,7 @@ __all__ = [
     "Trainer",
     "TricksSolverMixin",
     "add_tricks_config",
+    "apply_recipe",
     "build_lr_scheduler",
     "build_optimizer",
     "check_tricks_applied",

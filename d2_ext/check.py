@@ -155,6 +155,8 @@ def tricks_not_applied(cfg: CfgNode, model: nn.Module, optimizer, scheduler) -> 
         scheduler: the trainer's lr scheduler (its ``base_lrs`` are the lrs before any schedule factor).
     """
     found = {
+        "RECIPE": ("not laid over the config: call d2_ext.apply_recipe(cfg, opts) after merge_from_file"
+                   if cfg.TRICKS.get("RECIPE") and not cfg.TRICKS.get("RECIPE_RESOLVED") else None),
         "NO_BIAS_DECAY": _decayed_no_decay_params(cfg, model, optimizer),
         "BASE_BATCH_SIZE": _unscaled_lr(cfg, model, optimizer, scheduler),
         "LR_SCHEDULE": _other_schedule(cfg, scheduler),

@@ -22,6 +22,11 @@ OUTPUT_STRIDES = (8, 16, 32)
 def add_tricks_config(cfg: CN) -> None:
     """Add ``cfg.TRICKS`` in place. Defaults (each one leaves Detectron2's behaviour unchanged):
 
+    - ``RECIPE = ""``: a ``plugins.recipe.Recipe`` preset name or yaml path that ``d2_ext.apply_recipe`` lays
+      over the config (``d2_ext.recipe`` says what each field sets); ``RECIPE_RESOLVED`` then holds the resolved
+      recipe (yaml) and ``ITERS_PER_EPOCH = 0`` (0: the registered training set's images / IMS_PER_BATCH) turns
+      its warmup epochs into iterations.
+
     - ``LR_SCHEDULE = ""``: Detectron2's own ``SOLVER.LR_SCHEDULER_NAME``; ``"warmup_cosine"`` is
       ``plugins.schedules.warmup_cosine_factor`` over ``SOLVER.MAX_ITER`` iterations, with
       ``WARMUP_ITERS = 0`` linear-warmup iterations and the final lr ``MIN_LR_RATIO = 0.0`` x peak.
@@ -44,6 +49,9 @@ def add_tricks_config(cfg: CN) -> None:
     if "TRICKS" in cfg:
         return
     cfg.TRICKS = CN()
+    cfg.TRICKS.RECIPE = ""
+    cfg.TRICKS.RECIPE_RESOLVED = ""
+    cfg.TRICKS.ITERS_PER_EPOCH = 0
     cfg.TRICKS.LR_SCHEDULE = ""
     cfg.TRICKS.WARMUP_ITERS = 0
     cfg.TRICKS.MIN_LR_RATIO = 0.0
@@ -82,6 +90,10 @@ def validate_tricks_config(cfg: CN) -> None:
     if "TRICKS" not in cfg:
         raise ValueError("cfg has no TRICKS keys; call d2_ext.add_tricks_config(cfg) before merging a config")
     t = cfg.TRICKS
+    if not isinstance(t.RECIPE, str):
+        _fail("RECIPE", t.RECIPE, "a recipe preset name or a recipe yaml path ('' = none)")
+    if not _is_int(t.ITERS_PER_EPOCH) or t.ITERS_PER_EPOCH < 0:
+        _fail("ITERS_PER_EPOCH", t.ITERS_PER_EPOCH, "an int >= 0 (0 = from the registered training set)")
     if t.LR_SCHEDULE not in LR_SCHEDULES:
         _fail("LR_SCHEDULE", t.LR_SCHEDULE, "'' (Detectron2's own schedule) or 'warmup_cosine'")
     if not _is_int(t.WARMUP_ITERS) or t.WARMUP_ITERS < 0:

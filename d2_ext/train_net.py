@@ -39,6 +39,7 @@ from detectron2.utils.logger import setup_logger
 
 from .config import add_tricks_config, validate_tricks_config
 from .data import register_fashion_scenes
+from .recipe import apply_recipe, check_recipe
 from .trainer import Trainer, verify_results
 
 __all__ = ["SCENES_ENV_VAR", "build_parser", "load_config", "main"]
@@ -65,16 +66,28 @@ def build_parser():
     scenes.add_argument("--scenes-val", type=int, default=500, help="val scenes to generate (default 500)")
     scenes.add_argument("--scenes-size", type=int, default=128, help="scene side in pixels (default 128)")
     scenes.add_argument("--scenes-seed", type=int, default=0, help="seed of the generated scenes (default 0)")
+    parser.add_argument("--recipe", default=None, metavar="NAME_OR_YAML",
+                        help="lay a plugins.recipe.Recipe (preset or yaml) over the config: TRICKS.RECIPE; KEY VALUE "
+                             "pairs on the command line still win (d2_ext.recipe lists what each field sets)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of config errors")
     return parser
 
 
-def load_config(args):
-    """Detectron2's defaults + ``cfg.TRICKS`` + ``--config-file`` + the ``KEY VALUE`` overrides, validated."""
+def load_config(args, datasets_registered: bool = True):
+    """Detectron2's defaults + ``cfg.TRICKS`` + ``--config-file`` + the ``KEY VALUE`` overrides, the recipe of
+    ``TRICKS.RECIPE`` / ``--recipe`` laid over them (``d2_ext.apply_recipe``; the overrides still win), validated.
+
+    ``datasets_registered=False`` (the command's early check) checks the recipe without resolving its epochs,
+    which needs the registered training set's size (or ``TRICKS.ITERS_PER_EPOCH``)."""
     cfg = get_cfg()
     add_tricks_config(cfg)
     cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts or [])
+    opts = (["TRICKS.RECIPE", args.recipe] if getattr(args, "recipe", None) else []) + list(args.opts or [])
+    cfg.merge_from_list(opts)
+    if cfg.TRICKS.RECIPE and not datasets_registered and cfg.TRICKS.ITERS_PER_EPOCH == 0:
+        check_recipe(cfg.TRICKS.RECIPE)
+    else:
+        apply_recipe(cfg, opts)
     validate_tricks_config(cfg)
     _check_solver_and_classes(cfg)
     _check_test(cfg)
@@ -222,7 +235,7 @@ def cli(argv=None) -> None:
     if not args.config_file:
         parser.error("--config-file is required")
     try:
-        cfg = load_config(args)
+        cfg = load_config(args, datasets_registered=False)
     except (
         KeyError,
         ValueError,

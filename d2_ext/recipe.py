@@ -1,0 +1,125 @@
+"""``TRICKS.RECIPE``: one ``plugins.recipe.Recipe`` (a preset name or a recipe yaml) laid over a Detectron2 config.
+
+Call :func:`apply_recipe` after ``merge_from_file`` (``d2_ext.train_net`` does, and ``--recipe`` sets the key)::
+
+    cfg = get_cfg(); d2_ext.add_tricks_config(cfg)
+    cfg.merge_from_file("my_faster_rcnn.yaml")          # may hold TRICKS.RECIPE: paper
+    d2_ext.apply_recipe(cfg, opts)                      # opts: the command line's KEY VALUE list, applied after
+
+The recipe sets the keys it means; the yaml's own values of those keys give way to it, and keys given on the
+command line (``opts``) win over it, as explicit flags do on the timm side. What each field becomes:
+
+=====================================  =========================================================================
+recipe field                           Detectron2 key
+=====================================  =========================================================================
+base_lr, base_batch_size               SOLVER.BASE_LR, TRICKS.BASE_BATCH_SIZE (linear scaling to IMS_PER_BATCH)
+momentum, nesterov, weight_decay       SOLVER.MOMENTUM, SOLVER.NESTEROV, SOLVER.WEIGHT_DECAY
+no_bias_decay, zero_gamma              TRICKS.NO_BIAS_DECAY, TRICKS.ZERO_GAMMA
+label_smoothing(_form)                 TRICKS.LABEL_SMOOTHING(_FORM) (the ROI box classifier)
+schedule cosine / constant             TRICKS.LR_SCHEDULE warmup_cosine over SOLVER.MAX_ITER (constant: MIN_LR_RATIO 1)
+warmup_epochs, min_lr_ratio            TRICKS.WARMUP_ITERS (epochs of TRICKS.ITERS_PER_EPOCH iterations,
+                                       ``plugins.schedules.epochs_to_steps``), TRICKS.MIN_LR_RATIO
+=====================================  =========================================================================
+
+Not applied, and said in the log: ``epochs`` and ``batch_size`` (the detector's length and batch are
+SOLVER.MAX_ITER and IMS_PER_BATCH), ``variant``/``depth`` (the backbone is TRICKS.TIMM.MODEL_NAME), mixup of
+whole images and distillation (classification tricks), ``amp`` on a machine without CUDA (Detectron2's AMP
+trainer needs it; with CUDA it sets SOLVER.AMP.ENABLED). ``schedule: step`` is refused: Detectron2's
+WarmupMultiStepLR warms up from iteration 0, not the paper's ``i / m`` from update 1.
+The resolved recipe is stored in ``TRICKS.RECIPE_RESOLVED`` (so ``config.yaml`` in OUTPUT_DIR records it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+from plugins.recipe import Recipe
+from plugins.schedules import epochs_to_steps
+
+__all__ = ["apply_recipe", "check_recipe", "iters_per_epoch", "load_recipe"]
+
+logger = logging.getLogger(__name__)
+
+NOT_APPLIED = ("epochs", "batch_size", "variant", "depth", "mixup_alpha", "distill_teacher", "distill_temperature")
+
+
+def load_recipe(spec: str) -> Recipe:
+    """A preset name (``Recipe.available_presets()``) or a recipe yaml path; ValueError naming TRICKS.RECIPE."""
+    try:
+        if spec in Recipe.available_presets():
+            return Recipe.preset(spec)
+        if os.path.isfile(spec):
+            return Recipe.from_yaml(spec)
+    except (ValueError, TypeError, OSError) as err:
+        raise ValueError(f"cfg.TRICKS.RECIPE={spec!r}: {err}") from None
+    raise ValueError(f"cfg.TRICKS.RECIPE={spec!r} is not accepted; accepted: a preset "
+                     f"{Recipe.available_presets()} or a recipe yaml path")
+
+
+def check_recipe(spec: str) -> Recipe:
+    """:func:`load_recipe` plus the fields Detectron2 cannot take (``schedule: step``)."""
+    recipe = load_recipe(spec)
+    if recipe.schedule == "step":
+        raise ValueError(f"cfg.TRICKS.RECIPE={spec!r}: schedule 'step' has no Detectron2 form here (its "
+                         "WarmupMultiStepLR warms up from iteration 0); use schedule cosine or constant, or set "
+                         "SOLVER.LR_SCHEDULER_NAME / SOLVER.STEPS yourself without TRICKS.RECIPE")
+    return recipe
+
+
+def iters_per_epoch(cfg) -> int:
+    """``TRICKS.ITERS_PER_EPOCH``, or the registered training sets' images / ``SOLVER.IMS_PER_BATCH``."""
+    if cfg.TRICKS.ITERS_PER_EPOCH > 0:
+        return int(cfg.TRICKS.ITERS_PER_EPOCH)
+    from detectron2.data import DatasetCatalog
+
+    try:
+        images = sum(len(DatasetCatalog.get(name)) for name in cfg.DATASETS.TRAIN)
+    except KeyError as err:
+        raise ValueError(f"cfg.TRICKS.RECIPE: the recipe's warmup is in epochs and DATASETS.TRAIN "
+                         f"{tuple(cfg.DATASETS.TRAIN)} is not registered ({err}); register it first or set "
+                         "TRICKS.ITERS_PER_EPOCH") from None
+    return max(1, images // cfg.SOLVER.IMS_PER_BATCH)
+
+
+def apply_recipe(cfg, opts=()) -> Recipe | None:
+    """Lay ``cfg.TRICKS.RECIPE`` over ``cfg`` in place, then merge ``opts`` again (they win); returns the recipe
+    (None when the key is empty). Raises ValueError naming TRICKS.RECIPE on a bad recipe."""
+    spec = cfg.TRICKS.RECIPE
+    if not spec:
+        return None
+    recipe = check_recipe(spec)
+    was_frozen = cfg.is_frozen()
+    cfg.defrost()
+    per_epoch = iters_per_epoch(cfg)
+    cfg.SOLVER.BASE_LR = float(recipe.base_lr)
+    cfg.TRICKS.BASE_BATCH_SIZE = int(recipe.base_batch_size)
+    cfg.SOLVER.MOMENTUM = float(recipe.momentum)
+    cfg.SOLVER.NESTEROV = bool(recipe.nesterov)
+    cfg.SOLVER.WEIGHT_DECAY = float(recipe.weight_decay)
+    cfg.TRICKS.NO_BIAS_DECAY = bool(recipe.no_bias_decay)
+    cfg.TRICKS.ZERO_GAMMA = bool(recipe.zero_gamma)
+    cfg.TRICKS.LABEL_SMOOTHING = float(recipe.label_smoothing)
+    cfg.TRICKS.LABEL_SMOOTHING_FORM = recipe.label_smoothing_form
+    cfg.TRICKS.LR_SCHEDULE = "warmup_cosine"
+    cfg.TRICKS.WARMUP_ITERS = epochs_to_steps(recipe.warmup_epochs, per_epoch)
+    if cfg.TRICKS.WARMUP_ITERS > cfg.SOLVER.MAX_ITER:
+        raise ValueError(f"cfg.TRICKS.RECIPE={spec!r}: warmup_epochs {recipe.warmup_epochs} x {per_epoch} iterations "
+                         f"per epoch = {cfg.TRICKS.WARMUP_ITERS} warmup iterations, more than SOLVER.MAX_ITER="
+                         f"{cfg.SOLVER.MAX_ITER}; lower warmup_epochs in the recipe or set TRICKS.ITERS_PER_EPOCH")
+    cfg.TRICKS.MIN_LR_RATIO = 1.0 if recipe.schedule == "constant" else float(recipe.min_lr_ratio)
+    skipped = [f for f in NOT_APPLIED if getattr(recipe, f, None) not in (None, 0, 0.0, "")]
+    if recipe.amp and torch.cuda.is_available():
+        cfg.SOLVER.AMP.ENABLED = True
+    elif recipe.amp:
+        skipped.append("amp (no CUDA: Detectron2's AMP trainer needs it)")
+    if opts:
+        cfg.merge_from_list(list(opts))
+    cfg.TRICKS.RECIPE_RESOLVED = recipe.to_yaml()
+    if was_frozen:
+        cfg.freeze()
+    logger.info("TRICKS.RECIPE %s (%d iterations per epoch) laid over the config; not applied to Detectron2: %s",
+                spec, per_epoch, ", ".join(skipped) or "nothing")
+    return recipe
