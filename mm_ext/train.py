@@ -26,6 +26,7 @@ from mmengine.registry import RUNNERS, init_default_scope
 from mmengine.runner import Runner, find_latest_checkpoint
 
 from plugins.checkpoint import load_checkpoint
+from plugins.recipe import Recipe
 
 from ._train_options import (
     LAUNCHERS,
@@ -40,6 +41,7 @@ from ._train_options import (
     warn,
 )
 from .hooks import NonFiniteLossError
+from .recipe import apply_recipe
 
 # Errors that mean "the config or the command line is wrong" (or a non-finite loss stopped training):
 # reported in one line, exit status 2.
@@ -85,6 +87,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="mixed precision: optim_wrapper.type='AmpOptimWrapper' (needs CUDA)",
     )
+    parser.add_argument(
+        "--recipe",
+        default=None,
+        metavar="NAME_OR_YAML",
+        help="lay a plugins.recipe.Recipe (preset or yaml) over the config: optimizer, auto_scale_lr, no bias "
+        "decay, warmup + cosine param_scheduler, label smoothing, zero gamma (mm_ext.recipe lists each field); "
+        "--cfg-options still win",
+    )
+    parser.add_argument(
+        "--recipe-iters-per-epoch",
+        type=int,
+        default=None,
+        metavar="N",
+        help="iterations per epoch for the recipe's warmup epochs (default: the training set's images / batch)",
+    )
     parser.add_argument("--launcher", choices=LAUNCHERS, default="none", help="job launcher (default none)")
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=0, help=argparse.SUPPRESS)
@@ -99,12 +116,18 @@ def load_config(args: argparse.Namespace) -> Config:
     for key, value in args.cfg_options.items():
         check_option(cfg, key, value)
     cfg.merge_from_dict(args.cfg_options)
+    if getattr(args, "recipe", None):  # over the merged config (its batch, its length), then the options again
+        apply_recipe(cfg, args.recipe, args.recipe_iters_per_epoch)
+        cfg.merge_from_dict(args.cfg_options)
     cfg.launcher = args.launcher
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get("work_dir") is None:
         cfg.work_dir = os.path.join("./work_dirs", os.path.splitext(os.path.basename(args.config))[0])
     cfg.custom_hooks = _with_tricks_hooks(cfg.get("custom_hooks") or [])
+    if getattr(args, "recipe", None) and int(os.environ.get("RANK", "0")) == 0:
+        os.makedirs(cfg.work_dir, exist_ok=True)
+        Recipe.from_dict(cfg.tricks_recipe).to_yaml(os.path.join(cfg.work_dir, "recipe.yaml"))
     if args.amp:
         apply_amp(cfg)
     if args.auto_scale_lr:

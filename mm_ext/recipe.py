@@ -1,0 +1,146 @@
+"""``python -m mm_ext.train CONFIG --recipe paper.yaml``: one ``plugins.recipe.Recipe`` laid over an MMEngine config.
+
+The recipe sets, in MMEngine's own terms (``--cfg-options`` given on the same command line still win):
+
+=====================================  =========================================================================
+recipe field                           config key
+=====================================  =========================================================================
+base_lr, base_batch_size               optim_wrapper.optimizer.lr and auto_scale_lr=dict(enable=True,
+                                       base_batch_size=...) (MMEngine's linear scaling by the real batch)
+momentum, nesterov, weight_decay       optim_wrapper.optimizer (type SGD)
+no_bias_decay                          optim_wrapper.constructor='NoBiasDecayOptimWrapperConstructor' (True) or
+                                       MMEngine's default constructor, decay on every parameter (False)
+schedule cosine / constant,            param_scheduler=[WarmupCosineLR] over the config's max_iters or
+warmup_epochs, min_lr_ratio            max_epochs (constant: min_lr_ratio 1); warmup epochs become iterations
+                                       through ``plugins.schedules.epochs_to_steps``
+label_smoothing(_form)                 the config's CrossEntropyLoss of the box classifier (mmdet) or decode
+                                       heads (mmseg), swapped by type for LabelSmoothingCrossEntropyLoss
+zero_gamma                             model.backbone.zero_gamma for a TimmTransferBackbone of a tricks_* model
+amp                                    AmpOptimWrapper where CUDA is available
+=====================================  =========================================================================
+
+Not applied, and printed: ``epochs``, ``batch_size`` (the config's schedule length and dataloader batch decide),
+``variant``/``depth`` (``model.backbone.model_name`` decides), mixup and distillation (classification tricks),
+``amp`` without CUDA. ``schedule: step`` is refused. The resolved recipe is saved as ``recipe.yaml`` in the
+work dir and as the config's ``tricks_recipe`` key (so the dumped config records it).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from mmengine.config import Config, ConfigDict
+
+from plugins.recipe import Recipe
+from plugins.schedules import epochs_to_steps
+
+__all__ = ["apply_recipe", "load_recipe"]
+
+_NOT_APPLIED = ("epochs", "batch_size", "variant", "depth", "mixup_alpha", "distill_teacher")
+_CE = ("CrossEntropyLoss", "mmdet.CrossEntropyLoss", "mmseg.CrossEntropyLoss", "LabelSmoothingCrossEntropyLoss")
+
+
+def load_recipe(spec: str) -> Recipe:
+    try:
+        if spec in Recipe.available_presets():
+            return Recipe.preset(spec)
+        if os.path.isfile(spec):
+            return Recipe.from_yaml(spec)
+    except (ValueError, TypeError, OSError) as err:
+        raise ValueError(f"--recipe {spec}: {err}") from None
+    raise ValueError(f"--recipe {spec}: not a preset nor a file; accepted: one of {Recipe.available_presets()} "
+                     "or a recipe yaml path")
+
+
+def _smooth(loss: dict, recipe: Recipe) -> bool:
+    if not isinstance(loss, dict | ConfigDict) or loss.get("type") not in _CE or loss.get("use_sigmoid"):
+        return False
+    loss["type"] = "LabelSmoothingCrossEntropyLoss"
+    loss["epsilon"], loss["form"] = float(recipe.label_smoothing), recipe.label_smoothing_form
+    return True
+
+
+def _smoothing_targets(cfg: Config) -> list:
+    model = cfg.get("model", {})
+    targets = []
+    roi = model.get("roi_head", {})
+    heads = roi.get("bbox_head") if isinstance(roi, dict | ConfigDict) else None
+    for head in heads if isinstance(heads, list) else [heads]:
+        if isinstance(head, dict | ConfigDict) and "loss_cls" in head:
+            targets.append(head["loss_cls"])
+    for key in ("decode_head", "auxiliary_head"):
+        heads = model.get(key)
+        for head in heads if isinstance(heads, list) else [heads]:
+            if isinstance(head, dict | ConfigDict) and "loss_decode" in head:
+                losses = head["loss_decode"]
+                targets.extend(losses if isinstance(losses, list) else [losses])
+    return targets
+
+
+def _iters_per_epoch(cfg: Config, given: int | None) -> int:
+    if given:
+        return int(given)
+    from mmengine.registry import DATASETS, init_default_scope
+
+    if cfg.get("default_scope"):
+        init_default_scope(cfg.default_scope)
+    loader = cfg.train_dataloader
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    try:
+        images = len(DATASETS.build(loader.dataset))
+    except Exception as err:  # noqa: BLE001 (any dataset error: say what to pass instead)
+        raise ValueError(f"--recipe: its warmup is in epochs, and the training set could not be built to count "
+                         f"them ({type(err).__name__}: {err}); pass --recipe-iters-per-epoch N") from None
+    return max(1, images // (loader.batch_size * world))
+
+
+def apply_recipe(cfg: Config, spec: str, iters_per_epoch: int | None = None, log=print) -> Recipe:
+    """Lay the recipe ``spec`` (preset name or yaml) over ``cfg`` in place; returns the recipe."""
+    recipe = load_recipe(spec)
+    if recipe.schedule == "step":
+        raise ValueError(f"--recipe {spec}: schedule 'step' is not laid over MMEngine configs; use cosine or "
+                         "constant, or keep the config's own param_scheduler without --recipe")
+    wrapper = cfg.setdefault("optim_wrapper", ConfigDict(type="OptimWrapper"))
+    wrapper["optimizer"] = ConfigDict(type="SGD", lr=float(recipe.base_lr), momentum=float(recipe.momentum),
+                                      nesterov=bool(recipe.nesterov), weight_decay=float(recipe.weight_decay))
+    wrapper.pop("paramwise_cfg", None)
+    if recipe.no_bias_decay:
+        wrapper["constructor"] = "NoBiasDecayOptimWrapperConstructor"
+    else:
+        wrapper.pop("constructor", None)
+    cfg.auto_scale_lr = ConfigDict(enable=True, base_batch_size=int(recipe.base_batch_size))
+    skipped = [f for f in _NOT_APPLIED if getattr(recipe, f, None) not in (None, 0, 0.0, "")]
+    if recipe.amp and torch.cuda.is_available():
+        wrapper["type"] = "AmpOptimWrapper"
+    elif recipe.amp:
+        skipped.append("amp (MMEngine's AmpOptimWrapper needs CUDA)")
+
+    min_lr_ratio = 1.0 if recipe.schedule == "constant" else float(recipe.min_lr_ratio)
+    train_cfg = cfg.get("train_cfg", {})
+    if "max_iters" in train_cfg:
+        iters = int(train_cfg["max_iters"])
+        warmup = epochs_to_steps(recipe.warmup_epochs, _iters_per_epoch(cfg, iters_per_epoch))
+        if warmup > iters:
+            raise ValueError(f"--recipe {spec}: warmup_epochs {recipe.warmup_epochs} = {warmup} iterations, more "
+                             f"than train_cfg.max_iters={iters}; lower warmup_epochs or pass --recipe-iters-per-epoch")
+        cfg.param_scheduler = [ConfigDict(type="WarmupCosineLR", warmup_steps=warmup, min_lr_ratio=min_lr_ratio,
+                                          by_epoch=False, begin=0, end=iters)]
+    elif "max_epochs" in train_cfg:
+        cfg.param_scheduler = [ConfigDict(type="WarmupCosineLR", warmup_steps=float(recipe.warmup_epochs),
+                                          min_lr_ratio=min_lr_ratio, by_epoch=True, convert_to_iter_based=True,
+                                          begin=0, end=int(train_cfg["max_epochs"]))]
+    else:
+        raise ValueError(f"--recipe {spec}: the config's train_cfg has neither max_iters nor max_epochs")
+
+    smoothed = [_smooth(loss, recipe) for loss in _smoothing_targets(cfg)] if recipe.label_smoothing else []
+    if recipe.label_smoothing and not any(smoothed):
+        skipped.append("label_smoothing (no softmax CrossEntropyLoss in the box or decode heads)")
+    backbone = cfg.get("model", {}).get("backbone", {})
+    if recipe.zero_gamma and backbone.get("type") in ("TimmTransferBackbone", "mm_ext.TimmTransferBackbone"):
+        if str(backbone.get("model_name", "")).startswith("tricks_"):
+            backbone["zero_gamma"] = True
+    cfg.tricks_recipe = recipe.to_dict()
+    log(f"mm_ext.train: --recipe {spec} laid over the config; not applied to MMEngine: "
+        f"{', '.join(skipped) or 'nothing'}")
+    return recipe

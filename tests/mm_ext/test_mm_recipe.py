@@ -1,0 +1,62 @@
+"""mm_ext.train --recipe: one plugins.recipe.Recipe laid over a stock-based MMEngine config (what each field
+sets, --cfg-options still win), and a short training whose every iteration runs at the recipe's lr."""
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("mmdet")
+
+from mm_ext.train import build_parser, load_config, main  # noqa: E402
+from plugins.lr_record import read_lr_record  # noqa: E402
+from plugins.recipe import Recipe  # noqa: E402
+from plugins.schedules import epochs_to_steps, scale_lr, warmup_cosine_factor  # noqa: E402
+
+USER_CONFIGS = Path(__file__).resolve().parent / "user_configs"
+
+
+def test_the_recipe_sets_mmengines_keys_and_cfg_options_win(tmp_path):
+    paper = Recipe.preset("paper")
+    config = str(USER_CONFIGS / "faster-rcnn_timm-r26nd_fpn_1x_coco.py")  # _base_: mmdet's 1x schedule (epochs)
+    cfg = load_config(build_parser().parse_args([config, "--recipe", "paper", "--work-dir", str(tmp_path)]))
+    opt = cfg.optim_wrapper.optimizer
+    assert (opt.type, opt.lr, opt.momentum, opt.nesterov, opt.weight_decay) == (
+        "SGD", paper.base_lr, paper.momentum, paper.nesterov, paper.weight_decay)
+    assert cfg.optim_wrapper.constructor == "NoBiasDecayOptimWrapperConstructor"
+    assert (cfg.auto_scale_lr.enable, cfg.auto_scale_lr.base_batch_size) == (True, paper.base_batch_size)
+    [sched] = cfg.param_scheduler
+    assert (sched.type, sched.by_epoch, sched.convert_to_iter_based, sched.warmup_steps, sched.end) == (
+        "WarmupCosineLR", True, True, paper.warmup_epochs, cfg.train_cfg.max_epochs)
+    loss = cfg.model.roi_head.bbox_head.loss_cls  # swapped by type, the inherited keys kept
+    assert (loss.type, loss.epsilon, loss.form, loss.loss_weight) == ("LabelSmoothingCrossEntropyLoss",
+                                                                      paper.label_smoothing, "paper", 1.0)
+    assert cfg.model.backbone.zero_gamma is True
+    assert Recipe.from_yaml(tmp_path / "recipe.yaml") == paper
+    cfg = load_config(build_parser().parse_args([config, "--recipe", "paper", "--work-dir", str(tmp_path),
+                                                 "--cfg-options", "optim_wrapper.optimizer.lr=0.02"]))
+    assert cfg.optim_wrapper.optimizer.lr == 0.02
+
+
+def test_bad_recipes_exit_2_naming_the_flag(tmp_path, capsys):
+    config = str(USER_CONFIGS / "faster-rcnn_timm-r26nd_fpn_1x_coco.py")
+    assert main([config, "--recipe", "nope", "--work-dir", str(tmp_path)]) == 2
+    assert "--recipe nope: not a preset nor a file" in capsys.readouterr().err
+    (tmp_path / "s.yaml").write_text("schedule: step\nstep_milestones: [1]\nepochs: 2\nwarmup_epochs: 0\n")
+    assert main([config, "--recipe", str(tmp_path / "s.yaml"), "--work-dir", str(tmp_path)]) == 2
+    assert "schedule 'step' is not laid over MMEngine configs" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_training_with_the_recipe_runs_at_its_lr(fashion_argv, tmp_path):
+    (tmp_path / "r.yaml").write_text("warmup_epochs: 0.5\nschedule: cosine\nno_bias_decay: true\n")
+    argv = fashion_argv("faster-rcnn_timm-r26nd_fpn_baseline_fashion-scenes.py", tmp_path / "w", max_iters=6,
+                        extra=["--recipe", str(tmp_path / "r.yaml")])
+    assert main(argv) == 0
+    recipe = Recipe.from_yaml(tmp_path / "r.yaml")
+    warmup = epochs_to_steps(0.5, 8 // 2)  # the 8 training scenes at batch 2 count the epoch
+    steps, lrs = read_lr_record(tmp_path / "w" / "lr_per_step.csv")
+    assert steps == list(range(1, 7)) and len(lrs) == 2  # two param groups: decay and no decay
+    peak = scale_lr(recipe.base_lr, 2, recipe.base_batch_size)  # MMEngine's auto_scale_lr at the real batch
+    for group in lrs:
+        for i, lr in zip(steps, group, strict=True):
+            assert lr == pytest.approx(peak * warmup_cosine_factor(i, 6, warmup), rel=1e-12, abs=0), i
