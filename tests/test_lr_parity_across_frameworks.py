@@ -82,3 +82,63 @@ def test_d2_ext_scheduler():
         opt.step()
         sched.step()  # detectron2.engine.hooks.LRScheduler.after_step
     _check("d2_ext", recorded)
+
+
+def test_one_recipe_file_gives_the_three_adapters_the_same_lr_at_every_update(tmp_path):
+    """The same recipe yaml, laid over each framework's own config by its adapter (tricks-train's recipe engine,
+    mm_ext.recipe.apply_recipe, d2_ext.apply_recipe), at 10 epochs of 4 updates of batch 8: every update's lr
+    equals the recipe's closed form ``Recipe.lr_at``."""
+    pytest.importorskip("timm")
+    pytest.importorskip("mmengine")
+    pytest.importorskip("detectron2")
+    from mmengine.config import Config
+    from mmengine.registry import PARAM_SCHEDULERS
+
+    import d2_ext
+    import mm_ext  # noqa: F401  (registers WarmupCosineLR)
+    from mm_ext.recipe import apply_recipe as mm_apply
+    from plugins.recipe import Recipe
+    from timm_ext.scheduler import create_tricks_scheduler
+
+    path = tmp_path / "r.yaml"
+    path.write_text("base_lr: 0.1\nbase_batch_size: 256\nbatch_size: 8\nepochs: 10\nwarmup_epochs: 1.5\n"
+                    "schedule: cosine\nmin_lr_ratio: 0.05\n")
+    recipe, per_epoch, total = Recipe.from_yaml(path), 4, 40
+    expected = [recipe.lr_at(i, per_epoch) for i in range(1, total + 1)]
+
+    def one_group():
+        return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=recipe.scaled_lr())
+
+    opt = one_group()  # timm: the recipe engine's scheduler, stepped per update
+    sched, timm_lrs = create_tricks_scheduler(opt, recipe, per_epoch), []
+    for i in range(1, total + 1):
+        timm_lrs.append(opt.param_groups[0]["lr"])
+        sched.step_update(i)
+
+    cfg = Config(dict(train_cfg=dict(type="IterBasedTrainLoop", max_iters=total), optim_wrapper=dict(
+        optimizer=dict(type="SGD", lr=0.01)), model=dict(type="X")))
+    mm_apply(cfg, str(path), iters_per_epoch=per_epoch, log=lambda *_: None)
+    opt = one_group()  # MMEngine: the scaled lr as its auto_scale_lr leaves it, the recipe's param_scheduler
+    sched, mm_lrs = PARAM_SCHEDULERS.build({**cfg.param_scheduler[0], "optimizer": opt}), []
+    for _ in range(total):
+        mm_lrs.append(opt.param_groups[0]["lr"])
+        sched.step()
+
+    from detectron2.config import get_cfg
+
+    d2 = get_cfg()
+    d2_ext.add_tricks_config(d2)
+    d2.merge_from_list(["TRICKS.RECIPE", str(path), "TRICKS.ITERS_PER_EPOCH", str(per_epoch), "SOLVER.MAX_ITER",
+                        str(total), "SOLVER.IMS_PER_BATCH", "8"])
+    d2_ext.apply_recipe(d2)
+    model = torch.nn.Linear(1, 1, bias=False)
+    opt = d2_ext.build_optimizer(d2, model)
+    sched, d2_lrs = d2_ext.build_lr_scheduler(d2, opt), []
+    for _ in range(total):
+        d2_lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+
+    assert timm_lrs == expected
+    assert d2_lrs == expected
+    assert mm_lrs == expected
