@@ -10,8 +10,10 @@ Side by side, alternating every round, on one fixed synthetic batch (4 images of
   uses torchvision's roi_align and nms.
 
 Then NMS alone on RPN-sized inputs (mmcv's ``batched_nms`` with ``type='nms'`` against ``'torchvision_nms'``).
+``--bf16`` instead times the torchvision-ops mmdet step and the Detectron2 step in float32 against the same steps
+under ``torch.autocast("cpu", dtype=torch.bfloat16)`` (forward and backward), side by side.
 
-    python benchmarks/bench_detector_cost.py [--rounds 15] [--threads 2]
+    python benchmarks/bench_detector_cost.py [--rounds 15] [--threads 2] [--bf16]
 """
 
 from __future__ import annotations
@@ -56,16 +58,39 @@ def _nms(rounds: int) -> None:
               f"{times['torchvision_nms'] * 1e3:6.2f} ms  ratio {times['nms'] / times['torchvision_nms']:.1f}x")
 
 
+def _bf16(rounds: int) -> int:
+    def autocast(step):
+        def run():
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                step()
+
+        return run
+
+    mm = _mm_setups(("baseline",))["mmdet baseline"]
+    d2 = _d2_setups(("baseline",))["detectron2 baseline"]
+    setups = {"mmdet float32": mm, "mmdet bfloat16": autocast(mm), "detectron2 float32": d2,
+              "detectron2 bfloat16": autocast(d2)}
+    times = {n: statistics.median(t) for n, t in interleaved_times(setups, rounds).items()}
+    for n, t in times.items():
+        print(f"  {n:22s} median {t * 1e3:7.1f} ms/step")
+    for fw in ("mmdet", "detectron2"):
+        print(f"  {fw}: bfloat16 / float32 = {times[fw + ' bfloat16'] / times[fw + ' float32']:.2f}")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--bf16", action="store_true", help="float32 against bfloat16 autocast instead")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     import logging
 
     logging.getLogger("mmengine").setLevel(logging.ERROR)
     print(f"torch {torch.__version__}, {a.threads} thread(s), {a.rounds} rounds, batch 4 x 128 px, CPU")
+    if a.bf16:
+        return _bf16(a.rounds)
     setups = {"mmdet, mmcv ops": _mm_setups(("baseline",), _mmcv_ops)["mmdet baseline"],
               "mmdet, torchvision ops": _mm_setups(("baseline",))["mmdet baseline"],
               "detectron2": _d2_setups(("baseline",))["detectron2 baseline"]}
