@@ -16,7 +16,7 @@ torchvision's faster CPU kernel, :mod:`mm_ext.ops`), registers the ``tricks_*`` 
 ``torch.load(weights_only=True)`` (see :mod:`mm_ext.safe_load`).
 """
 
-from mmengine.registry import HOOKS, MODELS, OPTIM_WRAPPER_CONSTRUCTORS, PARAM_SCHEDULERS
+from mmengine.registry import HOOKS, MODELS, OPTIM_WRAPPER_CONSTRUCTORS, PARAM_SCHEDULERS, RUNNERS
 
 from plugins import timm_models as _timm_models  # noqa: F401  (registers the tricks_* timm models)
 
@@ -26,6 +26,7 @@ from .hooks import LrRecorderHook, NonFiniteLossError, NonFiniteLossHook, Random
 from .losses import KnowledgeDistillationLoss, LabelSmoothingCrossEntropyLoss
 from .ops import register_torchvision_nms, torchvision_nms
 from .optim import NoBiasDecayOptimWrapperConstructor
+from .recipe import RecipeRunner
 from .safe_load import allow_runner_checkpoint_types
 from .schedulers import WarmupCosineLR
 
@@ -37,6 +38,7 @@ __all__ = [
     "NonFiniteLossHook",
     "NoBiasDecayOptimWrapperConstructor",
     "RandomStateHook",
+    "RecipeRunner",
     "TimmTransferBackbone",
     "WarmupCosineLR",
     "torchvision_nms",
@@ -51,5 +53,6 @@ register(MODELS, TimmTransferBackbone)
 register(HOOKS, LrRecorderHook)
 register(HOOKS, RandomStateHook)
 register(HOOKS, NonFiniteLossHook)
+register(RUNNERS, RecipeRunner)
 allow_runner_checkpoint_types()
 register_torchvision_nms()

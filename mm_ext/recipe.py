@@ -23,19 +23,24 @@ Not applied, and printed: ``epochs``, ``batch_size`` (the config's schedule leng
 ``variant``/``depth`` (``model.backbone.model_name`` decides), mixup and distillation (classification tricks),
 ``amp`` without CUDA. ``schedule: step`` is refused. The resolved recipe is saved as ``recipe.yaml`` in the
 work dir and as the config's ``tricks_recipe`` key (so the dumped config records it).
+
+The frameworks' own ``tools/train.py``: put ``runner_type = 'RecipeRunner'`` and ``tricks_recipe = 'paper'`` in
+the config (:class:`RecipeRunner`); ``mm_ext.train`` applies such a config's ``tricks_recipe`` too.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 
 import torch
 from mmengine.config import Config, ConfigDict
+from mmengine.runner import Runner
 
 from plugins.recipe import Recipe
 from plugins.schedules import epochs_to_steps
 
-__all__ = ["apply_recipe", "load_recipe"]
+__all__ = ["RecipeRunner", "apply_recipe", "load_recipe"]
 
 _NOT_APPLIED = ("epochs", "batch_size", "variant", "depth", "mixup_alpha", "distill_teacher")
 _CE = ("CrossEntropyLoss", "mmdet.CrossEntropyLoss", "mmseg.CrossEntropyLoss", "LabelSmoothingCrossEntropyLoss")
@@ -144,3 +149,28 @@ def apply_recipe(cfg: Config, spec: str, iters_per_epoch: int | None = None, log
     log(f"mm_ext.train: --recipe {spec} laid over the config; not applied to MMEngine: "
         f"{', '.join(skipped) or 'nothing'}")
     return recipe
+
+
+class RecipeRunner(Runner):
+    """The recipe for the frameworks' own ``tools/train.py``: a config with ``runner_type='RecipeRunner'`` and
+    ``tricks_recipe='paper'`` (a preset name or a recipe yaml path; ``tricks_recipe_iters_per_epoch`` optional)
+    has the recipe laid over it when the runner is built (``RUNNERS.build(cfg)`` calls :meth:`from_cfg`).
+
+    The tools merge ``--cfg-options`` into the config before the runner exists, so on that route the recipe wins
+    over an option that sets one of its keys; ``python -m mm_ext.train`` lays the recipe first and the options
+    after it. A ``tricks_recipe`` that is already resolved (a dict, as ``mm_ext.train`` leaves it) is kept.
+    """
+
+    @classmethod
+    def from_cfg(cls, cfg) -> Runner:
+        cfg = copy.deepcopy(cfg)
+        spec = cfg.get("tricks_recipe")
+        if isinstance(spec, str) and spec:
+            apply_recipe(cfg, spec, cfg.get("tricks_recipe_iters_per_epoch"))
+        elif not spec:
+            raise ValueError("runner_type='RecipeRunner' needs tricks_recipe='<preset or recipe yaml>' in the config")
+        runner = super().from_cfg(cfg)
+        if runner.rank == 0:
+            os.makedirs(runner.work_dir, exist_ok=True)
+            Recipe.from_dict(dict(cfg.tricks_recipe)).to_yaml(os.path.join(runner.work_dir, "recipe.yaml"))
+        return runner

@@ -116,8 +116,10 @@ def load_config(args: argparse.Namespace) -> Config:
     for key, value in args.cfg_options.items():
         check_option(cfg, key, value)
     cfg.merge_from_dict(args.cfg_options)
-    if getattr(args, "recipe", None):  # over the merged config (its batch, its length), then the options again
-        apply_recipe(cfg, args.recipe, args.recipe_iters_per_epoch)
+    spec = getattr(args, "recipe", None) or (cfg.get("tricks_recipe") if isinstance(cfg.get("tricks_recipe"), str)
+                                             else None)
+    if spec:  # over the merged config (its batch, its length), then the options again: they win
+        apply_recipe(cfg, spec, getattr(args, "recipe_iters_per_epoch", None) or cfg.get("tricks_recipe_iters_per_epoch"))
         cfg.merge_from_dict(args.cfg_options)
     cfg.launcher = args.launcher
     if args.work_dir is not None:
@@ -125,7 +127,7 @@ def load_config(args: argparse.Namespace) -> Config:
     elif cfg.get("work_dir") is None:
         cfg.work_dir = os.path.join("./work_dirs", os.path.splitext(os.path.basename(args.config))[0])
     cfg.custom_hooks = _with_tricks_hooks(cfg.get("custom_hooks") or [])
-    if getattr(args, "recipe", None) and int(os.environ.get("RANK", "0")) == 0:
+    if isinstance(cfg.get("tricks_recipe"), dict) and int(os.environ.get("RANK", "0")) == 0:
         os.makedirs(cfg.work_dir, exist_ok=True)
         Recipe.from_dict(cfg.tricks_recipe).to_yaml(os.path.join(cfg.work_dir, "recipe.yaml"))
     if args.amp:

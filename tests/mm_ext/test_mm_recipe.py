@@ -60,3 +60,39 @@ def test_training_with_the_recipe_runs_at_its_lr(fashion_argv, tmp_path):
     for group in lrs:
         for i, lr in zip(steps, group, strict=True):
             assert lr == pytest.approx(peak * warmup_cosine_factor(i, 6, warmup), rel=1e-12, abs=0), i
+
+
+@pytest.mark.slow
+def test_mmdets_own_tools_train_lays_a_recipe_named_in_the_config(fashion_argv, fashion_scenes, tmp_path):
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    import mm_ext
+
+    tools = Path(importlib.util.find_spec("mmdet").origin).parent / ".mim" / "tools" / "train.py"
+    if not tools.is_file():
+        pytest.skip(f"mmdet is installed without its tools/train.py ({tools})")
+    (tmp_path / "r.yaml").write_text("warmup_epochs: 0.5\nschedule: cosine\nno_bias_decay: true\n")
+    base = Path(mm_ext.__file__).parent / "configs" / "faster-rcnn_timm-r26nd_fpn_baseline_fashion-scenes.py"
+    user = tmp_path / "my_faster-rcnn_recipe.py"  # a user's config: the shipped one, and the recipe named
+    user.write_text(f"_base_ = {str(base)!r}\nrunner_type = 'RecipeRunner'\ntricks_recipe = {str(tmp_path / 'r.yaml')!r}\n"
+                    "train_dataloader = dict(batch_size=2)\ntrain_cfg = dict(max_iters=6, val_interval=6)\n")
+    argv = fashion_argv("faster-rcnn_timm-r26nd_fpn_baseline_fashion-scenes.py", tmp_path / "w", max_iters=6)
+    argv[0] = str(user)
+    argv = [a for a in argv if not a.startswith(("train_cfg.max_iters", "train_cfg.val_interval",
+                                                 "train_dataloader.batch_size"))]
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, str(tools), *argv], cwd=tmp_path, capture_output=True, text=True,
+                            env={**os.environ, "FASHION_SCENES_ROOT": f"{fashion_scenes}/", "PYTHONPATH": str(root)},
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    recipe = Recipe.from_yaml(tmp_path / "r.yaml")
+    steps, lrs = read_lr_record(tmp_path / "w" / "lr_per_step.csv")
+    peak, warmup = scale_lr(recipe.base_lr, 2, recipe.base_batch_size), epochs_to_steps(0.5, 8 // 2)
+    assert steps == list(range(1, 7)) and len(lrs) == 2
+    for group in lrs:
+        for i, lr in zip(steps, group, strict=True):
+            assert lr == pytest.approx(peak * warmup_cosine_factor(i, 6, warmup), rel=1e-12, abs=0), i
+    assert Recipe.from_yaml(tmp_path / "w" / "recipe.yaml") == recipe
