@@ -32,7 +32,6 @@ The resolved recipe is stored in ``TRICKS.RECIPE_RESOLVED`` (so ``config.yaml`` 
 from __future__ import annotations
 
 import logging
-import os
 
 import torch
 
@@ -47,16 +46,11 @@ NOT_APPLIED = ("epochs", "batch_size", "variant", "depth", "mixup_alpha", "disti
 
 
 def load_recipe(spec: str) -> Recipe:
-    """A preset name (``Recipe.available_presets()``) or a recipe yaml path; ValueError naming TRICKS.RECIPE."""
+    """:meth:`plugins.recipe.Recipe.load`; ValueError naming TRICKS.RECIPE."""
     try:
-        if spec in Recipe.available_presets():
-            return Recipe.preset(spec)
-        if os.path.isfile(spec):
-            return Recipe.from_yaml(spec)
-    except (ValueError, TypeError, OSError) as err:
-        raise ValueError(f"cfg.TRICKS.RECIPE={spec!r}: {err}") from None
-    raise ValueError(f"cfg.TRICKS.RECIPE={spec!r} is not accepted; accepted: a preset "
-                     f"{Recipe.available_presets()} or a recipe yaml path")
+        return Recipe.load(spec)
+    except ValueError as err:
+        raise ValueError(f"cfg.TRICKS.RECIPE={spec!r} is not accepted: {err}") from None
 
 
 def check_recipe(spec: str) -> Recipe:

@@ -48,14 +48,9 @@ _CE = ("CrossEntropyLoss", "mmdet.CrossEntropyLoss", "mmseg.CrossEntropyLoss", "
 
 def load_recipe(spec: str) -> Recipe:
     try:
-        if spec in Recipe.available_presets():
-            return Recipe.preset(spec)
-        if os.path.isfile(spec):
-            return Recipe.from_yaml(spec)
-    except (ValueError, TypeError, OSError) as err:
+        return Recipe.load(spec)
+    except ValueError as err:
         raise ValueError(f"--recipe {spec}: {err}") from None
-    raise ValueError(f"--recipe {spec}: not a preset nor a file; accepted: one of {Recipe.available_presets()} "
-                     "or a recipe yaml path")
 
 
 def _smooth(loss: dict, recipe: Recipe) -> bool:

@@ -225,6 +225,21 @@ class Recipe:
         return tuple(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
 
     @classmethod
+    def load(cls, spec: str) -> Recipe:
+        """A preset name (:meth:`available_presets`) or a recipe yaml path, the one way every adapter reads the
+        recipe a user names. ValueError (the adapter prefixes the flag or key it came from) when it is neither,
+        or when the yaml is not a valid recipe."""
+        presets = cls.available_presets()
+        try:
+            if spec in presets:
+                return cls.preset(spec)
+            if os.path.isfile(spec):
+                return cls.from_yaml(spec)
+        except (ValueError, TypeError, OSError) as err:
+            raise ValueError(str(err)) from None
+        raise ValueError(f"not a preset nor a file; accepted: one of {presets} or a recipe yaml path")
+
+    @classmethod
     def preset(cls, name: str) -> Recipe:
         """A shipped recipe: ``"baseline"``, ``"efficient"``, ``"paper"`` (see :meth:`available_presets`)."""
         available = cls.available_presets()

@@ -165,15 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_recipe(spec: str) -> Recipe:
-    presets = Recipe.available_presets()
     try:
-        if spec in presets:
-            return Recipe.preset(spec)
-        if os.path.isfile(spec):
-            return Recipe.from_yaml(spec)
-    except (ValueError, TypeError, OSError) as err:
+        return Recipe.load(spec)
+    except ValueError as err:
         raise UsageError(f"--recipe {spec}: {err}") from None
-    raise UsageError(f"--recipe {spec}: not a preset nor a file; accepted: one of {presets} or a recipe yaml path")
 
 
 def _flag(name: str) -> str:

@@ -68,7 +68,7 @@ def test_every_iteration_runs_at_the_recipes_lr(user_config):
 
 
 def test_bad_recipes_and_a_trainer_that_skips_apply_recipe_are_loud(user_config, tmp_path):
-    with pytest.raises(ValueError, match=r"cfg\.TRICKS\.RECIPE='nope' is not accepted; accepted: a preset"):
+    with pytest.raises(ValueError, match=r"cfg\.TRICKS\.RECIPE='nope' is not accepted: not a preset nor a file; accepted: one of"):
         _cfg(user_config, "TRICKS.RECIPE", "nope")
     (tmp_path / "step.yaml").write_text("schedule: step\nstep_milestones: [1]\nepochs: 2\nwarmup_epochs: 0\n")
     with pytest.raises(ValueError, match="schedule 'step' has no Detectron2 form"):

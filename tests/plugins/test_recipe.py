@@ -165,3 +165,14 @@ def test_nesterov_needs_momentum():
     with pytest.raises(ValueError, match="nesterov"):
         Recipe(momentum=0.0).validate()
     Recipe(momentum=0.0, nesterov=False).validate()
+
+
+def test_load_takes_a_preset_or_a_yaml_path_and_says_what_is_accepted(tmp_path):
+    assert Recipe.load("paper") == Recipe.preset("paper")
+    (tmp_path / "r.yaml").write_text("label_smoothing: 0.2\n")
+    assert Recipe.load(str(tmp_path / "r.yaml")).label_smoothing == 0.2
+    with pytest.raises(ValueError, match=r"not a preset nor a file; accepted: one of \(.*'paper'.*\) or a recipe"):
+        Recipe.load("nope")
+    (tmp_path / "bad.yaml").write_text("label_smoothin: 0.2\n")
+    with pytest.raises(ValueError, match=r"unknown Recipe field\(s\) \['label_smoothin'\]"):
+        Recipe.load(str(tmp_path / "bad.yaml"))
