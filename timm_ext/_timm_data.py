@@ -39,9 +39,6 @@ class BuiltInImages(Dataset):
             pil = self.transform(pil)
         return pil, int(self.labels[index])
 
-    def filename(self, index: int, basename: bool = False, absolute: bool = False) -> str:
-        return f"{index:05d}"
-
 
 def built_in_dataset(name: str, split: str, root=None, img_size: int | None = None, limit: int = 0) -> BuiltInImages:
     """One split (``train`` / ``test``) of a built-in dataset; ``limit`` keeps the first N items (0: all)."""

@@ -46,6 +46,7 @@ from timm.utils import NativeScaler
 
 from plugins.checkpoint import export_backbone
 
+from ._outputs import RunFiles
 from ._timm_data import BUILT_IN, built_in_defaults
 from ._timm_loop import train_one_epoch, validate
 from ._timm_setup import (
@@ -205,8 +206,6 @@ def run(args, given: set[str], args_text: str) -> dict:  # noqa: C901 (timm's se
             saver.load_state_dict_from_checkpoint(args.resume)  # keep the ranked history of this folder
         with open(os.path.join(output_dir, "args.yaml"), "w") as f:
             f.write(args_text)
-        from ._outputs import RunFiles
-
         lr_log = RunFiles(output_dir, len(optimizer.param_groups))
 
     updates_per_epoch = (len(loader_train) + args.grad_accum_steps - 1) // args.grad_accum_steps

@@ -18,21 +18,11 @@ import yaml
 
 from ._timm_flags import add_timm_flags
 
-__all__ = ["EXTENSION_FLAGS", "UsageError", "build_parser", "parse_args"]
+__all__ = ["UsageError", "build_parser", "parse_args"]
 
 
 class UsageError(ValueError):
     """Bad command-line input; the message names the flag, the value and what is accepted."""
-
-
-# dest -> option string of the flags that are the extension's own (not timm's).
-EXTENSION_FLAGS = {
-    "recipe": "--recipe", "zero_gamma": "--zero-gamma", "no_bias_decay": "--no-bias-decay",
-    "smoothing_form": "--smoothing-form", "kd_teacher": "--kd-teacher", "kd_model": "--kd-model",
-    "export_backbone": "--export-backbone", "train_subset": "--train-subset", "val_subset": "--val-subset",
-    "checkpoint_interval": "--checkpoint-interval", "no_progress": "--no-progress", "debug": "--debug",
-    "amp": "--no-amp",
-}
 
 
 def _add_extension_flags(p: argparse.ArgumentParser) -> None:
