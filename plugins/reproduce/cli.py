@@ -119,6 +119,12 @@ def parse_args(argv=None):
     p.add_argument("--report-only", action="store_true",
                    help="run nothing: rewrite report.md and the figures from the run folder's results.json, "
                         "keeping the command and wall time of the run that made it")
+    p.add_argument("--resume-from", default=None, metavar="DIR",
+                   help="before running, take the finished stages packed in DIR (--pack) that the run folder lacks "
+                        "(same stage name and key), so that a study can continue on another machine")
+    p.add_argument("--pack", default=None, metavar="DIR",
+                   help="run nothing: copy the finished stages' records (and the checkpoints unfinished stages still "
+                        "need) into DIR, to continue elsewhere with --resume-from DIR; safe while a run is going on")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p.parse_args(argv)
 
@@ -149,10 +155,21 @@ def main(argv=None) -> int:
         for i, s in enumerate(stages, 1):
             print(f"{i:3d}. {s.name}: python {shlex.join(s.argv)}")
         return 0
+    if args.pack:
+        n, size = Pipeline(run_dir, stages).pack(Path(args.pack))
+        print(f"packed {n} of {len(stages)} stages ({size / 1e6:.1f} MB) into {args.pack}; continue elsewhere with "
+              f"--resume-from {args.pack}")
+        return 0
     command = "python -m plugins.reproduce " + shlex.join(argv if argv is not None else sys.argv[1:])
     print(f"bag-of-tricks study, preset {preset.name!r}: {len(stages)} stages -> {run_dir}")
     t0 = time.time()
     pipe = Pipeline(run_dir, stages)
+    if args.resume_from:
+        if not Path(args.resume_from).is_dir():
+            print(f"error: --resume-from {args.resume_from}: not a folder", file=sys.stderr)
+            return 2
+        restored = pipe.restore(Path(args.resume_from))
+        print(f"restored {len(restored)} finished stages from {args.resume_from}")
     try:
         results = pipe.run()
     except KeyboardInterrupt:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -22,6 +24,8 @@ from pathlib import Path
 
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _SOURCE_PACKAGES = ("plugins", "timm_ext", "mm_ext", "d2_ext")
+PACK_MAX_BYTES = 1_000_000
+_CHECKPOINT_SUFFIXES = {".pth", ".pt", ".pkl", ".ckpt"}
 
 
 def source_hash(package: str) -> str:
@@ -44,13 +48,16 @@ class Stage:
 
     Args:
         name: unique, file-system safe name (``cls-D-efficient-s0``).
-        argv: the command, with ``{out}`` standing for the stage's output folder and ``{dep:NAME}`` for the
-            output folder of the stage NAME it depends on.
+        argv: the command, with ``{out}`` standing for the stage's output folder, ``{dep:NAME}`` for the
+            output folder of the stage NAME it depends on and ``{run}`` for the run folder (so that a stage's key
+            does not depend on where the checkout lives).
         cost: rough relative cost, used only for the remaining-time estimate.
         resume_argv: extra arguments that resume an interrupted run (``{out}`` allowed), or None.
         resume_marker: file in the output folder whose presence means the run can be resumed.
         parse: function(out_dir) -> dict of metrics, stored in stage.json.
         sources: the project packages the command runs (default all four); a change elsewhere keeps it cached.
+        pack: whether ``Pipeline.pack`` keeps the stage (False for generated data, which is made again in seconds
+            rather than carried).
     """
 
     name: str
@@ -62,6 +69,7 @@ class Stage:
     parse: Callable[[Path], dict] | None = None
     env: dict[str, str] = field(default_factory=dict)
     sources: tuple[str, ...] = _SOURCE_PACKAGES
+    pack: bool = True
 
 
 def _atomic_write_json(path: Path, obj) -> None:
@@ -91,6 +99,11 @@ class Pipeline:
             raise ValueError(f"stage sources must be among {_SOURCE_PACKAGES}, got {sorted(unknown)}")
         self._src = {package: source_hash(package) for package in _SOURCE_PACKAGES}
         self._dirs: dict[str, Path] = {}
+        for stage in stages:  # a stage's key needs its dependencies' folders, so the order matters
+            unknown = [d for d in stage.deps if d not in self._dirs]
+            if unknown:
+                raise ValueError(f"stage {stage.name!r} depends on {unknown}, which must come earlier")
+            self._dirs[stage.name] = self.run_dir / "stages" / f"{stage.name}-{self._key(stage)}"
         self.results: dict[str, dict] = {}
 
     def stage_dir(self, name: str) -> Path:
@@ -104,9 +117,9 @@ class Pipeline:
     def _expand(self, args: list[str], out: Path) -> list[str]:
         res = []
         for a in args:
-            a = a.replace("{out}", str(out))
-            for d, p in self._dirs.items():
-                a = a.replace("{dep:" + d + "}", str(p))
+            a = a.replace("{out}", str(out)).replace("{run}", str(self.run_dir))
+            for d in re.findall(r"\{dep:([^}]+)\}", a):
+                a = a.replace("{dep:" + d + "}", str(self._dirs[d]))
             res.append(a)
         return res
 
@@ -114,11 +127,7 @@ class Pipeline:
         total_cost = sum(s.cost for s in self.stages) or 1.0
         done_cost, spent_running, t0 = 0.0, 0.0, time.time()
         for i, stage in enumerate(self.stages, 1):
-            unknown = [d for d in stage.deps if d not in self._dirs]
-            if unknown:
-                raise ValueError(f"stage {stage.name!r} depends on {unknown}, which must come earlier")
-            out = self.run_dir / "stages" / f"{stage.name}-{self._key(stage)}"
-            self._dirs[stage.name] = out
+            out = self._dirs[stage.name]
             marker = out / "stage.json"
             elapsed = time.time() - t0
             rate = spent_running / done_cost if done_cost and spent_running > 1 else None
@@ -160,3 +169,58 @@ class Pipeline:
             shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, int | float))
             self.echo(f"    done in {_fmt(dt)}" + (f": {shown}" if shown else ""))
         return self.results
+
+    def finished(self) -> list[Stage]:
+        return [s for s in self.stages if (self._dirs[s.name] / "stage.json").exists()]
+
+    def pack(self, dest: Path, max_bytes: int = PACK_MAX_BYTES) -> tuple[int, int]:
+        """Copies the finished stages' records into ``dest/<name>-<hash>/``, so that a run can span machines.
+
+        Kept: every file of at most ``max_bytes`` that is not a checkpoint (``stage.json``, logs, metrics, csv
+        records), and any file an unfinished stage still reads through ``{dep:NAME}/<file>`` (a backbone to
+        transfer), whatever its size. Returns (stages packed, bytes written).
+        """
+        dest = Path(dest)
+        finished = {s.name for s in self.finished()}
+        needed: set[Path] = set()
+        for stage in self.stages:
+            if stage.name in finished:
+                continue
+            for arg in [*stage.argv, *stage.env.values()]:
+                for dep, rel in re.findall(r"\{dep:([^}]+)\}/(\S+)", arg):
+                    needed.add(self._dirs[dep] / rel)
+        n_stages = n_bytes = 0
+        for stage in self.stages:
+            if stage.name not in finished or not stage.pack:
+                continue
+            src = self._dirs[stage.name]
+            files = [f for f in sorted(src.rglob("*")) if f.is_file() and (f in needed or (
+                f.suffix not in _CHECKPOINT_SUFFIXES and f.stat().st_size <= max_bytes))]
+            for f in files:
+                target = dest / src.name / f.relative_to(src)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_name(target.name + ".tmp")
+                shutil.copyfile(f, tmp)
+                os.replace(tmp, target)
+                n_bytes += f.stat().st_size
+            n_stages += 1
+        return n_stages, n_bytes
+
+    def restore(self, source: Path) -> list[str]:
+        """Copies finished stages packed under ``source`` (``pack``) that this run lacks; returns their names.
+
+        Only a folder whose name (stage name and key) matches one of this run's stages is taken: a stage
+        packed from other sources or sizes has another key and is left alone.
+        """
+        restored = []
+        for stage in self.stages:
+            out, packed = self._dirs[stage.name], Path(source) / self._dirs[stage.name].name
+            if (out / "stage.json").exists() or not (packed / "stage.json").exists():
+                continue
+            tmp = out.with_name(out.name + ".restoring")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(packed, tmp)
+            shutil.rmtree(out, ignore_errors=True)  # an interrupted attempt of the same stage
+            os.replace(tmp, out)
+            restored.append(stage.name)
+        return restored

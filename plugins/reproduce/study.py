@@ -87,13 +87,15 @@ def recipes(p: Preset) -> dict[str, dict]:
     return out
 
 
-def _write_recipe(run_dir: Path, name: str, recipe: dict) -> Path:
+def _write_recipe(run_dir: Path, name: str, recipe: dict) -> str:
+    """Writes the row's recipe under ``<run>/recipes/`` and returns it as a stage argument (``{run}/...``)."""
     text = yaml.safe_dump({"name": name, **recipe}, sort_keys=True)
-    path = run_dir / "recipes" / f"{slug(name)}-{hashlib.sha256(text.encode()).hexdigest()[:8]}.yaml"
+    rel = f"recipes/{slug(name)}-{hashlib.sha256(text.encode()).hexdigest()[:8]}.yaml"
+    path = run_dir / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         path.write_text(text)
-    return path
+    return "{run}/" + rel
 
 
 def parse_classification(out: Path) -> dict:
@@ -191,7 +193,7 @@ def build_stages(p: Preset, run_dir: Path) -> list[Stage]:
     def cls_stage(name: str, row: str, model: str, seed: int, extra=(), deps=(), cost=cls_cost) -> Stage:
         recipe = _write_recipe(run_dir, row, rec[row])
         fast = ["--channels-last"] if rec[row]["amp"] else []  # with bfloat16 autocast, as the paper's FP16 + NHWC
-        return Stage(name=name, argv=["-m", "timm_ext.train", "--model", model, "--recipe", str(recipe),
+        return Stage(name=name, argv=["-m", "timm_ext.train", "--model", model, "--recipe", recipe,
                                       "--seed", str(seed), *common, *fast, *extra],
                      cost=cost / (2.0 if fast else 1.0),  # bench_low_precision.py: 2.46x per step, less overall
                      deps=list(deps), resume_argv=["--resume", "{out}/last.pth"],
@@ -217,7 +219,7 @@ def build_stages(p: Preset, run_dir: Path) -> list[Stage]:
     stages.append(Stage(name=scenes, argv=["-m", "plugins.data.scenes", "--out", "{out}", "--train",
                                            str(p.scenes_train), "--val", str(p.scenes_val), "--image-size",
                                            str(p.scene_size), "--seed", "0"],
-                        cost=3 + (p.scenes_train + p.scenes_val) / 100, sources=("plugins",)))
+                        cost=3 + (p.scenes_train + p.scenes_val) / 100, sources=("plugins",), pack=False))
     data = "{dep:" + scenes + "}"
     backbone_seed = p.seeds[0]
     for seed in p.transfer_seeds:

@@ -104,6 +104,66 @@ def test_interrupted_stage_resumes_with_its_resume_arguments(tmp_path):
     assert res["s"] == {"resumed_ok": 1} and marker["resumed"] is True and marker["argv"][-1] == "--resume"
 
 
+def _writer_stage(name, body, deps=(), pack=True):
+    """A stage whose command runs ``body`` with ``out`` (its folder) and ``dep`` (its first dependency's)."""
+    dep = ["{dep:" + deps[0] + "}"] if deps else []
+    code = "import pathlib,sys; out=pathlib.Path(sys.argv[1]); dep=sys.argv[2:] and pathlib.Path(sys.argv[2]); " + body
+    return Stage(name, ["-c", code, "{out}", *dep], deps=list(deps), pack=pack,
+                 parse=lambda out: {"n": len(list(out.iterdir()))})
+
+
+def test_a_packed_run_continues_on_another_machine_where_it_stopped(tmp_path):
+    """pack keeps the records and what unfinished stages still read; restore takes them back by stage key, and
+    the continued run runs only the unfinished stages, from the packed checkpoint."""
+    counter = tmp_path / "runs.txt"
+    count = ("c=pathlib.Path(sys.argv[-1]); c.write_text(c.read_text()+out.name[:2]+' ' if c.exists() else "
+             "out.name[:2]+' '); ")
+    big = "(out/'log.txt').write_text('x'*2000); (out/'ckpt.pth').write_bytes(b'w'*64); "
+    a = _writer_stage("a", count + big)
+    a.argv.append(str(counter))
+    b = Stage("b", ["-c", "import pathlib,sys; assert pathlib.Path(sys.argv[1]).read_bytes() == b'w'*64",
+                    "{dep:a}/ckpt.pth"], deps=["a"])
+    c = Stage("c", ["-c", "0"], deps=["a"])
+    run1, pack, run2 = tmp_path / "machine1", tmp_path / "pack", tmp_path / "machine2"
+    Pipeline(run1, [a], echo=lambda *_: None).run()  # the first machine stops after stage a
+    n, size = Pipeline(run1, [a, b, c], echo=lambda *_: None).pack(pack, max_bytes=1000)
+    packed = {p.relative_to(pack).as_posix().split("/", 1)[1] for p in pack.rglob("*") if p.is_file()}
+    assert n == 1 and "ckpt.pth" in packed and "stage.json" in packed and "stage.log" in packed
+    assert "log.txt" not in packed, "files over max_bytes are records nobody reads: left out"
+    pipe = Pipeline(run2, [a, b, c], echo=lambda *_: None)
+    assert pipe.restore(pack) == ["a"]
+    res = pipe.run()
+    assert counter.read_text() == "a- ", "stage a must not run again on the second machine"
+    assert set(res) == {"a", "b", "c"}
+    # once nothing unfinished reads the checkpoint, a pack leaves it out
+    Pipeline(run2, [a, b, c], echo=lambda *_: None).pack(tmp_path / "pack2", max_bytes=1000)
+    assert not list((tmp_path / "pack2").rglob("ckpt.pth"))
+    assert len(list((tmp_path / "pack2").glob("*/stage.json"))) == 3
+
+
+def test_restore_takes_only_stages_of_the_same_key_and_skips_unpacked_data(tmp_path):
+    data = _writer_stage("data", "(out/'img.png').write_bytes(b'p')", pack=False)
+    run1, pack = tmp_path / "m1", tmp_path / "pack"
+    Pipeline(run1, [data, _writer_stage("x", "0")], echo=lambda *_: None).run()
+    n, _ = Pipeline(run1, [data, _writer_stage("x", "0")]).pack(pack)
+    assert n == 1 and not list(pack.glob("data-*")), "generated data is made again, not carried"
+    other = Pipeline(tmp_path / "m2", [data, _writer_stage("x", "1")])  # another command: another key
+    assert other.restore(pack) == []
+
+
+def test_study_stage_keys_do_not_depend_on_where_the_checkout_lives(tmp_path):
+    """Recipes are passed as {run}/recipes/..., so a run folder elsewhere (another machine) has the same keys."""
+    p = get_preset("quick")
+    keys = []
+    for where in ("one", "two"):
+        run_dir = tmp_path / where
+        stages = build_stages(p, run_dir)
+        pipe = Pipeline(run_dir, stages)
+        keys.append([pipe.stage_dir(s.name).name for s in stages])
+        assert any("{run}/recipes/" in a for s in stages for a in s.argv)
+    assert keys[0] == keys[1]
+
+
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_stage_costs_weigh_like_the_work(preset, tmp_path):
     """Costs drive the remaining-time estimate: runs of the same size cost the same, the deeper teacher and the
