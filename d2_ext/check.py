@@ -42,9 +42,10 @@ from detectron2.solver.lr_scheduler import LRMultiplier
 from torch import nn
 
 from plugins.param_groups import no_bias_decay_param_groups
-from plugins.schedules import scale_lr, warmup_cosine_factor
+from plugins.schedules import scale_lr
 
 from .backbone import TimmBackbone
+from .config import tricks_lr_schedule
 from .roi_heads import LabelSmoothingFastRCNNOutputLayers
 
 __all__ = ["check_tricks_applied", "install_tricks_check", "tricks_not_applied"]
@@ -98,23 +99,26 @@ def _unscaled_lr(cfg, model, optimizer, scheduler) -> str | None:
 
 
 def _other_schedule(cfg, scheduler) -> str | None:
-    t, total = cfg.TRICKS, cfg.SOLVER.MAX_ITER
-    if t.LR_SCHEDULE != "warmup_cosine":
+    plan = tricks_lr_schedule(cfg)
+    if plan is None:
         return None
+    t, total = cfg.TRICKS, plan.total_steps
+    name = "warmup + cosine" if plan.schedule == "cosine" else "warmup + step"
     found = f"the lr scheduler is {type(scheduler).__name__}"
     if not isinstance(scheduler, LRMultiplier):
-        return found + ", not d2_ext's LRMultiplier over warmup + cosine"
+        return found + f", not d2_ext's LRMultiplier over {name}"
     found += f" over {type(scheduler._multiplier).__name__}"
     if scheduler._max_iter != total:
         return f"{found} over {scheduler._max_iter} iterations, not SOLVER.MAX_ITER={total}"
     warmup = t.WARMUP_ITERS
-    for k in sorted({0, warmup - 1, warmup, total // 2, total - 1} & set(range(total))):
-        want = warmup_cosine_factor(k + 1, total, warmup, t.MIN_LR_RATIO)
-        got = scheduler._multiplier(k / total)
+    points = {0, warmup - 1, warmup, total // 2, total - 1} | {m for m in plan.milestones} | {m - 1 for m in plan.milestones}
+    for k in sorted(points & set(range(total))):
+        want, got = plan.factor(k + 1), scheduler._multiplier(k / total)
         if not _close(got, want):
             return (
-                f"{found} whose factor at iteration {k} is {got:g}, not warmup + cosine's {want:g} "
-                f"(TRICKS.WARMUP_ITERS={warmup}, MIN_LR_RATIO={t.MIN_LR_RATIO})"
+                f"{found} whose factor at iteration {k} is {got:g}, not {name}'s {want:g} "
+                f"(TRICKS.WARMUP_ITERS={warmup}, " + (f"MIN_LR_RATIO={t.MIN_LR_RATIO})" if plan.schedule == "cosine"
+                                                      else f"SOLVER.STEPS={plan.milestones}, GAMMA={plan.gamma})")
             )
     return None
 

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from detectron2.config import CfgNode as CN
 
-__all__ = ["LR_SCHEDULES", "NORMS", "SMOOTHING_FORMS", "add_tricks_config", "validate_tricks_config"]
+from plugins.schedules import LrSchedule
 
-LR_SCHEDULES = ("", "warmup_cosine")
+__all__ = ["LR_SCHEDULES", "NORMS", "SMOOTHING_FORMS", "add_tricks_config", "tricks_lr_schedule",
+           "validate_tricks_config"]
+
+LR_SCHEDULES = ("", "warmup_cosine", "warmup_step")
 NORMS = ("FrozenBN", "BN")
 SMOOTHING_FORMS = ("paper", "uniform")
 OUTPUT_STRIDES = (8, 16, 32)
@@ -29,7 +32,10 @@ def add_tricks_config(cfg: CN) -> None:
 
     - ``LR_SCHEDULE = ""``: Detectron2's own ``SOLVER.LR_SCHEDULER_NAME``; ``"warmup_cosine"`` is
       ``plugins.schedules.warmup_cosine_factor`` over ``SOLVER.MAX_ITER`` iterations, with
-      ``WARMUP_ITERS = 0`` linear-warmup iterations and the final lr ``MIN_LR_RATIO = 0.0`` x peak.
+      ``WARMUP_ITERS = 0`` linear-warmup iterations and the final lr ``MIN_LR_RATIO = 0.0`` x peak;
+      ``"warmup_step"`` is ``plugins.schedules.warmup_step_factor``: the same warmup, then x ``SOLVER.GAMMA`` at
+      each of ``SOLVER.STEPS`` (Detectron2's own keys; unlike its WarmupMultiStepLR, update ``i`` of the warmup
+      runs at ``i / WARMUP_ITERS``, the paper's form).
     - ``BASE_BATCH_SIZE = 0``: off; else ``SOLVER.BASE_LR`` is the lr at this batch, scaled linearly to the
       global ``SOLVER.IMS_PER_BATCH`` (``plugins.schedules.scale_lr``).
     - ``NO_BIAS_DECAY = False``: on, biases and normalization parameters get no weight decay
@@ -70,6 +76,16 @@ def add_tricks_config(cfg: CN) -> None:
     cfg.TRICKS.TIMM.KWARGS = CN(new_allowed=True)
 
 
+def tricks_lr_schedule(cfg: CN) -> LrSchedule | None:
+    """The ``plugins.schedules.LrSchedule`` that ``TRICKS.LR_SCHEDULE`` names (None for Detectron2's own)."""
+    t, solver = cfg.TRICKS, cfg.SOLVER
+    if t.LR_SCHEDULE == "warmup_cosine":
+        return LrSchedule("cosine", solver.MAX_ITER, t.WARMUP_ITERS, min_lr_ratio=t.MIN_LR_RATIO)
+    if t.LR_SCHEDULE == "warmup_step":
+        return LrSchedule("step", solver.MAX_ITER, t.WARMUP_ITERS, milestones=tuple(solver.STEPS), gamma=solver.GAMMA)
+    return None
+
+
 def _fail(key: str, value, accepted: str) -> None:
     raise ValueError(f"cfg.TRICKS.{key}={value!r} is not accepted; accepted: {accepted}")
 
@@ -95,13 +111,20 @@ def validate_tricks_config(cfg: CN) -> None:
     if not _is_int(t.ITERS_PER_EPOCH) or t.ITERS_PER_EPOCH < 0:
         _fail("ITERS_PER_EPOCH", t.ITERS_PER_EPOCH, "an int >= 0 (0 = from the registered training set)")
     if t.LR_SCHEDULE not in LR_SCHEDULES:
-        _fail("LR_SCHEDULE", t.LR_SCHEDULE, "'' (Detectron2's own schedule) or 'warmup_cosine'")
+        _fail("LR_SCHEDULE", t.LR_SCHEDULE, "'' (Detectron2's own schedule), 'warmup_cosine' or 'warmup_step'")
     if not _is_int(t.WARMUP_ITERS) or t.WARMUP_ITERS < 0:
         _fail("WARMUP_ITERS", t.WARMUP_ITERS, "an int >= 0")
-    if t.LR_SCHEDULE == "warmup_cosine" and t.WARMUP_ITERS > cfg.SOLVER.MAX_ITER:
+    if t.LR_SCHEDULE and t.WARMUP_ITERS > cfg.SOLVER.MAX_ITER:
         _fail("WARMUP_ITERS", t.WARMUP_ITERS, f"at most SOLVER.MAX_ITER={cfg.SOLVER.MAX_ITER}")
     if not _is_number(t.MIN_LR_RATIO) or not 0.0 <= t.MIN_LR_RATIO <= 1.0:
         _fail("MIN_LR_RATIO", t.MIN_LR_RATIO, "a number in [0, 1]")
+    if t.LR_SCHEDULE == "warmup_step":
+        try:
+            tricks_lr_schedule(cfg)
+        except ValueError:
+            raise ValueError(f"cfg.SOLVER.STEPS={tuple(cfg.SOLVER.STEPS)!r} is not accepted with TRICKS.LR_SCHEDULE="
+                             f"'warmup_step'; accepted: strictly increasing iterations in [1, SOLVER.MAX_ITER="
+                             f"{cfg.SOLVER.MAX_ITER}]") from None
     if not _is_int(t.BASE_BATCH_SIZE) or t.BASE_BATCH_SIZE < 0:
         _fail("BASE_BATCH_SIZE", t.BASE_BATCH_SIZE, "an int >= 0 (0 = no linear scaling)")
     if t.BASE_BATCH_SIZE > 0 and cfg.SOLVER.get("REFERENCE_WORLD_SIZE", 0):

@@ -17,15 +17,16 @@ momentum, nesterov, weight_decay       SOLVER.MOMENTUM, SOLVER.NESTEROV, SOLVER.
 no_bias_decay, zero_gamma              TRICKS.NO_BIAS_DECAY, TRICKS.ZERO_GAMMA
 label_smoothing(_form)                 TRICKS.LABEL_SMOOTHING(_FORM) (the ROI box classifier)
 schedule cosine / constant             TRICKS.LR_SCHEDULE warmup_cosine over SOLVER.MAX_ITER (constant: MIN_LR_RATIO 1)
-warmup_epochs, min_lr_ratio            TRICKS.WARMUP_ITERS (epochs of TRICKS.ITERS_PER_EPOCH iterations,
-                                       ``plugins.schedules.epochs_to_steps``), TRICKS.MIN_LR_RATIO
+schedule step, step_milestones,        TRICKS.LR_SCHEDULE warmup_step, SOLVER.STEPS (milestone epochs in iterations),
+step_gamma                             SOLVER.GAMMA
+warmup_epochs, min_lr_ratio            TRICKS.WARMUP_ITERS (epochs of TRICKS.ITERS_PER_EPOCH iterations), MIN_LR_RATIO
 =====================================  =========================================================================
 
 Not applied, and said in the log: ``epochs`` and ``batch_size`` (the detector's length and batch are
 SOLVER.MAX_ITER and IMS_PER_BATCH), ``variant``/``depth`` (the backbone is TRICKS.TIMM.MODEL_NAME), mixup of
 whole images and distillation (classification tricks), ``amp`` on a machine without CUDA (Detectron2's AMP
-trainer needs it; with CUDA it sets SOLVER.AMP.ENABLED). ``schedule: step`` is refused: Detectron2's
-WarmupMultiStepLR warms up from iteration 0, not the paper's ``i / m`` from update 1.
+trainer needs it; with CUDA it sets SOLVER.AMP.ENABLED). Every count of iterations comes from the recipe's
+``lr_schedule`` (``plugins.schedules.epochs_to_steps``, the one conversion) over SOLVER.MAX_ITER.
 The resolved recipe is stored in ``TRICKS.RECIPE_RESOLVED`` (so ``config.yaml`` in OUTPUT_DIR records it).
 """
 
@@ -36,9 +37,8 @@ import logging
 import torch
 
 from plugins.recipe import Recipe
-from plugins.schedules import epochs_to_steps
 
-__all__ = ["apply_recipe", "check_recipe", "iters_per_epoch", "load_recipe"]
+__all__ = ["apply_recipe", "iters_per_epoch", "load_recipe"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,16 +51,6 @@ def load_recipe(spec: str) -> Recipe:
         return Recipe.load(spec)
     except ValueError as err:
         raise ValueError(f"cfg.TRICKS.RECIPE={spec!r} is not accepted: {err}") from None
-
-
-def check_recipe(spec: str) -> Recipe:
-    """:func:`load_recipe` plus the fields Detectron2 cannot take (``schedule: step``)."""
-    recipe = load_recipe(spec)
-    if recipe.schedule == "step":
-        raise ValueError(f"cfg.TRICKS.RECIPE={spec!r}: schedule 'step' has no Detectron2 form here (its "
-                         "WarmupMultiStepLR warms up from iteration 0); use schedule cosine or constant, or set "
-                         "SOLVER.LR_SCHEDULER_NAME / SOLVER.STEPS yourself without TRICKS.RECIPE")
-    return recipe
 
 
 def iters_per_epoch(cfg) -> int:
@@ -84,7 +74,7 @@ def apply_recipe(cfg, opts=()) -> Recipe | None:
     spec = cfg.TRICKS.RECIPE
     if not spec:
         return None
-    recipe = check_recipe(spec)
+    recipe = load_recipe(spec)
     was_frozen = cfg.is_frozen()
     cfg.defrost()
     per_epoch = iters_per_epoch(cfg)
@@ -97,13 +87,17 @@ def apply_recipe(cfg, opts=()) -> Recipe | None:
     cfg.TRICKS.ZERO_GAMMA = bool(recipe.zero_gamma)
     cfg.TRICKS.LABEL_SMOOTHING = float(recipe.label_smoothing)
     cfg.TRICKS.LABEL_SMOOTHING_FORM = recipe.label_smoothing_form
-    cfg.TRICKS.LR_SCHEDULE = "warmup_cosine"
-    cfg.TRICKS.WARMUP_ITERS = epochs_to_steps(recipe.warmup_epochs, per_epoch)
-    if cfg.TRICKS.WARMUP_ITERS > cfg.SOLVER.MAX_ITER:
-        raise ValueError(f"cfg.TRICKS.RECIPE={spec!r}: warmup_epochs {recipe.warmup_epochs} x {per_epoch} iterations "
-                         f"per epoch = {cfg.TRICKS.WARMUP_ITERS} warmup iterations, more than SOLVER.MAX_ITER="
-                         f"{cfg.SOLVER.MAX_ITER}; lower warmup_epochs in the recipe or set TRICKS.ITERS_PER_EPOCH")
-    cfg.TRICKS.MIN_LR_RATIO = 1.0 if recipe.schedule == "constant" else float(recipe.min_lr_ratio)
+    try:
+        plan = recipe.lr_schedule(per_epoch, total_steps=cfg.SOLVER.MAX_ITER)
+    except ValueError as err:
+        raise ValueError(f"cfg.TRICKS.RECIPE={spec!r}: at {per_epoch} iterations per epoch over SOLVER.MAX_ITER="
+                         f"{cfg.SOLVER.MAX_ITER} iterations its schedule is not valid ({err}); change warmup_epochs / "
+                         "step_milestones in the recipe or set TRICKS.ITERS_PER_EPOCH") from None
+    cfg.TRICKS.LR_SCHEDULE = "warmup_step" if plan.schedule == "step" else "warmup_cosine"
+    cfg.TRICKS.WARMUP_ITERS = plan.warmup_steps
+    cfg.TRICKS.MIN_LR_RATIO = 1.0 if plan.schedule == "constant" else plan.min_lr_ratio
+    if plan.schedule == "step":
+        cfg.SOLVER.STEPS, cfg.SOLVER.GAMMA = plan.milestones, plan.gamma
     skipped = [f for f in NOT_APPLIED if getattr(recipe, f, None) not in (None, 0, 0.0, "")]
     if recipe.amp and torch.cuda.is_available():
         cfg.SOLVER.AMP.ENABLED = True

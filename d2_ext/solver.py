@@ -19,8 +19,8 @@ or ``class MyTrainer(d2_ext.TricksSolverMixin, DefaultTrainer)``, which defines 
   ``TRICKS.BASE_BATCH_SIZE > 0``.
 - :func:`build_optimizer`: SGD over ``no_bias_decay_param_groups`` when ``TRICKS.NO_BIAS_DECAY``, else
   Detectron2's ``build_optimizer``; gradient clipping from ``SOLVER.CLIP_GRADIENTS`` either way.
-- :func:`build_lr_scheduler`: Detectron2's ``LRMultiplier`` over :class:`WarmupCosineParamScheduler`
-  when ``TRICKS.LR_SCHEDULE == "warmup_cosine"``, else Detectron2's ``build_lr_scheduler``.
+- :func:`build_lr_scheduler`: Detectron2's ``LRMultiplier`` over :class:`TricksParamScheduler` when
+  ``TRICKS.LR_SCHEDULE`` is ``"warmup_cosine"`` or ``"warmup_step"``, else Detectron2's ``build_lr_scheduler``.
 """
 
 from __future__ import annotations
@@ -34,11 +34,12 @@ from detectron2.solver import lr_scheduler as _d2_lr_scheduler
 from detectron2.solver.build import maybe_add_gradient_clipping
 
 from plugins.param_groups import no_bias_decay_param_groups
-from plugins.schedules import scale_lr, warmup_cosine_factor
+from plugins.schedules import LrSchedule, scale_lr
 
-from .config import validate_tricks_config
+from .config import tricks_lr_schedule, validate_tricks_config
 
 __all__ = [
+    "TricksParamScheduler",
     "TricksSolverMixin",
     "WarmupCosineParamScheduler",
     "build_lr_scheduler",
@@ -58,29 +59,29 @@ except AttributeError:  # a Detectron2 whose lr_scheduler no longer imports it
     from fvcore.common.param_scheduler import ParamScheduler
 
 
-class WarmupCosineParamScheduler(ParamScheduler):
-    """``plugins.schedules.warmup_cosine_factor`` as a stateless fvcore ``ParamScheduler``.
+class TricksParamScheduler(ParamScheduler):
+    """A ``plugins.schedules.LrSchedule`` as a stateless fvcore ``ParamScheduler``.
 
     Detectron2's ``LRMultiplier(optimizer, multiplier, max_iter)`` sets the lr of iteration ``k`` (counted from
-    0) to ``base_lr * multiplier(k / max_iter)``. With ``max_iter == total_steps`` this returns
-    ``warmup_cosine_factor(k + 1, ...)``: Detectron2's iteration ``k`` is the project's update ``k + 1``.
-    The extra call at ``k = max_iter`` (after the last iteration) keeps the last factor.
-
-    Args:
-        total_steps: ``SOLVER.MAX_ITER``.
-        warmup_steps: linear-warmup iterations, 0 <= warmup_steps <= total_steps.
-        min_lr_ratio: final lr as a fraction of the peak, in [0, 1] (default 0.0).
+    0, i.e. after ``k`` completed updates) to ``base_lr * multiplier(k / max_iter)``. With
+    ``max_iter == plan.total_steps`` this returns ``plan.factor(k + 1)``: Detectron2's iteration ``k`` is the
+    project's update ``k + 1``. The extra call at ``k = max_iter`` (after the last iteration) keeps the last factor.
     """
 
-    def __init__(self, total_steps: int, warmup_steps: int, min_lr_ratio: float = 0.0) -> None:
-        warmup_cosine_factor(1, total_steps, warmup_steps, min_lr_ratio)  # validates the arguments
-        self.total_steps = int(total_steps)
-        self.warmup_steps = int(warmup_steps)
-        self.min_lr_ratio = float(min_lr_ratio)
+    def __init__(self, plan: LrSchedule) -> None:
+        if not isinstance(plan, LrSchedule):
+            raise TypeError(f"plan must be a plugins.schedules.LrSchedule, got {type(plan).__name__}")
+        self.plan = plan
 
     def __call__(self, where: float) -> float:
-        step = min(round(where * self.total_steps) + 1, self.total_steps)
-        return warmup_cosine_factor(step, self.total_steps, self.warmup_steps, self.min_lr_ratio)
+        return self.plan.factor(round(where * self.plan.total_steps) + 1)
+
+
+class WarmupCosineParamScheduler(TricksParamScheduler):
+    """:class:`TricksParamScheduler` of warmup + cosine over ``total_steps`` (``SOLVER.MAX_ITER``) iterations."""
+
+    def __init__(self, total_steps: int, warmup_steps: int, min_lr_ratio: float = 0.0) -> None:
+        super().__init__(LrSchedule("cosine", total_steps, warmup_steps, min_lr_ratio))
 
 
 def scaled_base_lr(cfg) -> float:
@@ -124,16 +125,15 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
 
 
 def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer):
-    """Per-iteration scheduler: the plugin's warmup + cosine (``TRICKS.WARMUP_ITERS``, ``MIN_LR_RATIO``, over
-    ``SOLVER.MAX_ITER``) when ``TRICKS.LR_SCHEDULE == "warmup_cosine"``, else Detectron2's own from
-    ``SOLVER.LR_SCHEDULER_NAME`` (then ``SOLVER.WARMUP_*`` apply; with the plugin schedule they are unused)."""
+    """Per-iteration scheduler: the plugin's warmup + cosine (``TRICKS.WARMUP_ITERS``, ``MIN_LR_RATIO``) or
+    warmup + step (``SOLVER.STEPS``, ``SOLVER.GAMMA``) over ``SOLVER.MAX_ITER`` when ``TRICKS.LR_SCHEDULE`` names
+    one (``d2_ext.config.tricks_lr_schedule``), else Detectron2's own from ``SOLVER.LR_SCHEDULER_NAME`` (then
+    ``SOLVER.WARMUP_*`` apply; with the plugin schedules they are unused)."""
     validate_tricks_config(cfg)
-    if cfg.TRICKS.LR_SCHEDULE == "":
+    plan = tricks_lr_schedule(cfg)
+    if plan is None:
         return _d2_build_lr_scheduler(cfg, optimizer)
-    multiplier = WarmupCosineParamScheduler(
-        cfg.SOLVER.MAX_ITER, cfg.TRICKS.WARMUP_ITERS, cfg.TRICKS.MIN_LR_RATIO
-    )
-    return _d2_lr_scheduler.LRMultiplier(optimizer, multiplier=multiplier, max_iter=cfg.SOLVER.MAX_ITER)
+    return _d2_lr_scheduler.LRMultiplier(optimizer, multiplier=TricksParamScheduler(plan), max_iter=plan.total_steps)
 
 
 # The earlier names, kept for code that imports them.

@@ -39,7 +39,7 @@ from detectron2.utils.logger import setup_logger
 
 from .config import add_tricks_config, validate_tricks_config
 from .data import register_fashion_scenes
-from .recipe import apply_recipe, check_recipe
+from .recipe import apply_recipe, load_recipe
 from .trainer import Trainer, verify_results
 
 __all__ = ["SCENES_ENV_VAR", "build_parser", "load_config", "main"]
@@ -85,7 +85,7 @@ def load_config(args, datasets_registered: bool = True):
     opts = (["TRICKS.RECIPE", args.recipe] if getattr(args, "recipe", None) else []) + list(args.opts or [])
     cfg.merge_from_list(opts)
     if cfg.TRICKS.RECIPE and not datasets_registered and cfg.TRICKS.ITERS_PER_EPOCH == 0:
-        check_recipe(cfg.TRICKS.RECIPE)
+        load_recipe(cfg.TRICKS.RECIPE)
     else:
         apply_recipe(cfg, opts)
     validate_tricks_config(cfg)

@@ -4,7 +4,7 @@ Switch it on from any OpenMMLab config with
 ``custom_imports = dict(imports=['mm_ext'], allow_failed_imports=False)``. Importing this package registers,
 in MMEngine's root registries (which the downstream libraries look names up through), never overwriting a name:
 
-- PARAM_SCHEDULERS ``WarmupCosineLR``
+- PARAM_SCHEDULERS ``TricksLR`` (warmup + cosine, step or constant) and ``WarmupCosineLR`` (its cosine form)
 - OPTIM_WRAPPER_CONSTRUCTORS ``NoBiasDecayOptimWrapperConstructor``
 - MODELS ``LabelSmoothingCrossEntropyLoss``, ``KnowledgeDistillationLoss``, ``TimmTransferBackbone``
 - HOOKS ``LrRecorderHook`` (the lr of every iteration to ``work_dir/lr_per_step.csv``), ``RandomStateHook``
@@ -28,7 +28,7 @@ from .ops import register_torchvision_nms, torchvision_nms
 from .optim import NoBiasDecayOptimWrapperConstructor
 from .recipe import RecipeRunner
 from .safe_load import allow_runner_checkpoint_types
-from .schedulers import WarmupCosineLR
+from .schedulers import TricksLR, WarmupCosineLR
 
 __all__ = [
     "KnowledgeDistillationLoss",
@@ -40,11 +40,13 @@ __all__ = [
     "RandomStateHook",
     "RecipeRunner",
     "TimmTransferBackbone",
+    "TricksLR",
     "WarmupCosineLR",
     "torchvision_nms",
 ]
 
 # Registration happens here, visibly, and nowhere else.
+register(PARAM_SCHEDULERS, TricksLR)
 register(PARAM_SCHEDULERS, WarmupCosineLR)
 register(OPTIM_WRAPPER_CONSTRUCTORS, NoBiasDecayOptimWrapperConstructor)
 register(MODELS, LabelSmoothingCrossEntropyLoss)

@@ -10,9 +10,9 @@ base_lr, base_batch_size               optim_wrapper.optimizer.lr and auto_scale
 momentum, nesterov, weight_decay       optim_wrapper.optimizer (type SGD)
 no_bias_decay                          optim_wrapper.constructor='NoBiasDecayOptimWrapperConstructor' (True) or
                                        MMEngine's default constructor, decay on every parameter (False)
-schedule cosine / constant,            param_scheduler=[WarmupCosineLR] over the config's max_iters or
-warmup_epochs, min_lr_ratio            max_epochs (constant: min_lr_ratio 1); warmup epochs become iterations
-                                       through ``plugins.schedules.epochs_to_steps``
+schedule, warmup_epochs,               param_scheduler=[TricksLR] (cosine, step or constant) over the config's
+min_lr_ratio, step_milestones,         max_iters or max_epochs; with max_iters, warmup and milestone epochs become
+step_gamma                             iterations in the recipe's ``lr_schedule`` (``epochs_to_steps``)
 label_smoothing(_form)                 the config's CrossEntropyLoss of the box classifier (mmdet) or decode
                                        heads (mmseg), swapped by type for LabelSmoothingCrossEntropyLoss
 zero_gamma                             model.backbone.zero_gamma for a TimmTransferBackbone of a tricks_* model
@@ -21,8 +21,7 @@ amp                                    AmpOptimWrapper where CUDA is available
 
 Not applied, and printed: ``epochs``, ``batch_size`` (the config's schedule length and dataloader batch decide),
 ``variant``/``depth`` (``model.backbone.model_name`` decides), mixup and distillation (classification tricks),
-``amp`` without CUDA. ``schedule: step`` is refused. The resolved recipe is saved as ``recipe.yaml`` in the
-work dir and as the config's ``tricks_recipe`` key (so the dumped config records it).
+``amp`` without CUDA. The resolved recipe is saved as ``recipe.yaml`` in the work dir and as the config's ``tricks_recipe`` key (so the dumped config records it).
 
 The frameworks' own ``tools/train.py``: put ``runner_type = 'RecipeRunner'`` and ``tricks_recipe = 'paper'`` in
 the config (:class:`RecipeRunner`); ``mm_ext.train`` applies such a config's ``tricks_recipe`` too.
@@ -38,7 +37,6 @@ from mmengine.config import Config, ConfigDict
 from mmengine.runner import Runner
 
 from plugins.recipe import Recipe
-from plugins.schedules import epochs_to_steps
 
 __all__ = ["RecipeRunner", "apply_recipe", "load_recipe"]
 
@@ -95,12 +93,19 @@ def _iters_per_epoch(cfg: Config, given: int | None) -> int:
     return max(1, images // (loader.batch_size * world))
 
 
+def _scheduler_args(schedule: str, warmup, min_lr_ratio: float, milestones: list, gamma: float) -> dict:
+    """TricksLR's arguments for a recipe's schedule (only the ones that schedule reads)."""
+    args = dict(schedule=schedule, warmup_steps=warmup)
+    if schedule == "cosine":
+        args["min_lr_ratio"] = min_lr_ratio
+    if schedule == "step":
+        args.update(milestones=milestones, gamma=float(gamma))
+    return args
+
+
 def apply_recipe(cfg: Config, spec: str, iters_per_epoch: int | None = None, log=print) -> Recipe:
     """Lay the recipe ``spec`` (preset name or yaml) over ``cfg`` in place; returns the recipe."""
     recipe = load_recipe(spec)
-    if recipe.schedule == "step":
-        raise ValueError(f"--recipe {spec}: schedule 'step' is not laid over MMEngine configs; use cosine or "
-                         "constant, or keep the config's own param_scheduler without --recipe")
     wrapper = cfg.setdefault("optim_wrapper", ConfigDict(type="OptimWrapper"))
     wrapper["optimizer"] = ConfigDict(type="SGD", lr=float(recipe.base_lr), momentum=float(recipe.momentum),
                                       nesterov=bool(recipe.nesterov), weight_decay=float(recipe.weight_decay))
@@ -116,20 +121,22 @@ def apply_recipe(cfg: Config, spec: str, iters_per_epoch: int | None = None, log
     elif recipe.amp:
         skipped.append("amp (MMEngine's AmpOptimWrapper needs CUDA)")
 
-    min_lr_ratio = 1.0 if recipe.schedule == "constant" else float(recipe.min_lr_ratio)
     train_cfg = cfg.get("train_cfg", {})
     if "max_iters" in train_cfg:
-        iters = int(train_cfg["max_iters"])
-        warmup = epochs_to_steps(recipe.warmup_epochs, _iters_per_epoch(cfg, iters_per_epoch))
-        if warmup > iters:
-            raise ValueError(f"--recipe {spec}: warmup_epochs {recipe.warmup_epochs} = {warmup} iterations, more "
-                             f"than train_cfg.max_iters={iters}; lower warmup_epochs or pass --recipe-iters-per-epoch")
-        cfg.param_scheduler = [ConfigDict(type="WarmupCosineLR", warmup_steps=warmup, min_lr_ratio=min_lr_ratio,
-                                          by_epoch=False, begin=0, end=iters)]
+        iters, per_epoch = int(train_cfg["max_iters"]), _iters_per_epoch(cfg, iters_per_epoch)
+        try:
+            plan = recipe.lr_schedule(per_epoch, total_steps=iters)
+        except ValueError as err:
+            raise ValueError(f"--recipe {spec}: at {per_epoch} iterations per epoch over train_cfg.max_iters={iters} "
+                             f"its schedule is not valid ({err}); change warmup_epochs / step_milestones or pass "
+                             "--recipe-iters-per-epoch") from None
+        cfg.param_scheduler = [ConfigDict(type="TricksLR", by_epoch=False, begin=0, end=iters, **_scheduler_args(
+            plan.schedule, plan.warmup_steps, plan.min_lr_ratio, list(plan.milestones), plan.gamma))]
     elif "max_epochs" in train_cfg:
-        cfg.param_scheduler = [ConfigDict(type="WarmupCosineLR", warmup_steps=float(recipe.warmup_epochs),
-                                          min_lr_ratio=min_lr_ratio, by_epoch=True, convert_to_iter_based=True,
-                                          begin=0, end=int(train_cfg["max_epochs"]))]
+        cfg.param_scheduler = [ConfigDict(
+            type="TricksLR", by_epoch=True, convert_to_iter_based=True, begin=0, end=int(train_cfg["max_epochs"]),
+            **_scheduler_args(recipe.schedule, float(recipe.warmup_epochs), float(recipe.min_lr_ratio),
+                              list(recipe.step_milestones) if recipe.schedule == "step" else [], recipe.step_gamma))]
     else:
         raise ValueError(f"--recipe {spec}: the config's train_cfg has neither max_iters nor max_epochs")
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from .schedules import SCHEDULES, epochs_to_steps, lr_factor, scale_lr
+from .schedules import SCHEDULES, LrSchedule, epochs_to_steps, scale_lr
 
 __all__ = ["RECIPES_DIR", "Recipe"]
 
@@ -273,18 +273,23 @@ class Recipe:
         """Step-decay milestones in updates (:func:`plugins.schedules.epochs_to_steps` of each)."""
         return tuple(epochs_to_steps(m, _steps_per_epoch(steps_per_epoch)) for m in self.step_milestones)
 
+    def lr_schedule(self, steps_per_epoch: int, total_steps: int | None = None) -> LrSchedule:
+        """The step plan: this recipe's schedule in updates at ``steps_per_epoch`` updates per epoch.
+
+        Every count comes from :func:`plugins.schedules.epochs_to_steps`. ``total_steps`` replaces the run's
+        length where a framework's config decides it (a detector's ``max_iters``), the rest staying in epochs.
+        """
+        total = self.total_steps(steps_per_epoch) if total_steps is None else total_steps
+        return LrSchedule(self.schedule, total, self.warmup_steps(steps_per_epoch), min_lr_ratio=self.min_lr_ratio,
+                          milestones=self.milestone_steps(steps_per_epoch) if self.schedule == "step" else (),
+                          gamma=self.step_gamma)
+
     def lr_at(self, i: int, steps_per_epoch: int) -> float:
-        """Learning rate of update ``i`` (counted from 1), scaled lr times :func:`plugins.schedules.lr_factor`."""
-        factor = lr_factor(
-            self.schedule,
-            i,
-            self.total_steps(steps_per_epoch),
-            self.warmup_steps(steps_per_epoch),
-            min_lr_ratio=self.min_lr_ratio,
-            milestones=self.milestone_steps(steps_per_epoch) if self.schedule == "step" else (),
-            gamma=self.step_gamma,
-        )
-        return self.scaled_lr() * factor
+        """Learning rate of update ``i`` (counted from 1): the scaled lr times the plan's factor."""
+        plan = self.lr_schedule(steps_per_epoch)
+        if isinstance(i, bool) or not isinstance(i, Integral) or not 1 <= i <= plan.total_steps:
+            raise ValueError(f"i must be an update in [1, total_steps={plan.total_steps}] (from 1), got {i!r}")
+        return self.scaled_lr() * plan.factor(i)
 
 
 def _steps_per_epoch(value: Any) -> int:

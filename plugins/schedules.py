@@ -4,15 +4,19 @@ Every schedule is a closed-form factor of the update index ``i``, counted from 1
 ``base_lr * factor(1)``). Warmup is one function, :func:`linear_warmup_factor`, that multiplies a decay;
 the decays never depend on the current lr, so resuming or editing an lr mid-run cannot make them drift.
 
-Torch schedulers built on a factor (:class:`FactorLR` and its subclasses) follow the project convention:
-right after construction each param group's lr is ``initial_lr * factor(1)``; after ``k`` calls to
-``step()`` it is ``initial_lr * factor(k + 1)``; steps beyond ``total_steps`` stay at ``factor(total_steps)``.
+A run's schedule is an :class:`LrSchedule` (update counts from :func:`epochs_to_steps`, the one conversion of
+epochs to updates); its :meth:`LrSchedule.lrs` is the one binding to a scheduler protocol, which each adapter
+wraps in a few lines. The convention everywhere: right after construction each param group's lr is
+``initial_lr * factor(1)``; after ``k`` completed updates it is ``initial_lr * factor(k + 1)``; updates beyond
+``total_steps`` stay at ``factor(total_steps)``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
 
@@ -22,9 +26,8 @@ from torch.optim.lr_scheduler import LRScheduler
 __all__ = [
     "epochs_to_steps",
     "SCHEDULES",
-    "FactorLR",
-    "WarmupCosineLR",
-    "WarmupStepLR",
+    "LrSchedule",
+    "ScheduleLR",
     "linear_warmup_factor",
     "lr_factor",
     "scale_lr",
@@ -186,97 +189,114 @@ def lr_factor(
     raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
 
 
-class FactorLR(LRScheduler):
-    """Torch scheduler that sets each group's lr to ``initial_lr * factor(i)`` for update ``i``.
+@dataclass(frozen=True)
+class LrSchedule:
+    """One run's lr schedule in updates, validated once: what every adapter's scheduler is built from.
 
-    Binds any factor of the update index to 'lr' (see the module docstring for the step convention); each
-    param group keeps its own ``initial_lr``. Either pass ``factor_fn`` or override :meth:`factor`.
-    ``factor_fn`` is not part of :meth:`state_dict` (which holds only numbers and lists): give the same
-    function again when restoring.
+    The one binding of the paper's factors to a scheduler protocol is :meth:`lrs`: given the number of updates
+    a framework has completed, the lr of each param group for the next update. timm's ``step_update(n)``,
+    MMEngine's ``last_step``, torch's ``last_epoch`` and Detectron2's iteration all count completed updates, so
+    each adapter's scheduler is this call behind its framework's class (``timm_ext.TricksScheduler``,
+    ``mm_ext.TricksLR``, ``d2_ext.solver.TricksParamScheduler``, :class:`ScheduleLR` for plain torch).
 
     Args:
-        optimizer: the wrapped optimizer.
-        total_steps: number of updates of the run; later steps keep ``factor(total_steps)``.
-        factor_fn: ``i -> float`` for ``1 <= i <= total_steps`` (default None: use :meth:`factor`).
-        last_epoch: index of the last ``step()`` call, -1 for a fresh run (torch's convention).
+        schedule: one of :data:`SCHEDULES`.
+        total_steps: updates of the run (>= 1); updates past it keep the last factor.
+        warmup_steps: linear-warmup updates, 0 <= warmup_steps <= total_steps.
+        min_lr_ratio: "cosine" final lr as a fraction of the peak, in [0, 1].
+        milestones: "step" decay points in updates (strictly increasing, in [1, total_steps]).
+        gamma: "step" decay factor per milestone, in (0, 1].
     """
 
-    def __init__(
-        self,
-        optimizer: Optimizer,
-        total_steps: int,
-        factor_fn: Callable[[int], float] | None = None,
-        last_epoch: int = -1,
-    ) -> None:
-        self.total_steps = _check_int("total_steps", total_steps, 1)
-        self._factor_fn = factor_fn
-        super().__init__(optimizer, last_epoch)
+    schedule: str
+    total_steps: int
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        milestones = tuple(self.milestones) if isinstance(self.milestones, list | tuple) else self.milestones
+        object.__setattr__(self, "milestones", milestones)
+        lr_factor(self.schedule, 1, self.total_steps, self.warmup_steps, self.min_lr_ratio, milestones, self.gamma)
+        if self.schedule == "step":
+            _check_milestones(milestones, self.total_steps)
+        for name, kind in (("total_steps", int), ("warmup_steps", int), ("min_lr_ratio", float), ("gamma", float)):
+            object.__setattr__(self, name, kind(getattr(self, name)))
+        object.__setattr__(self, "milestones", tuple(int(m) for m in milestones))
 
     def factor(self, i: int) -> float:
-        """Lr factor of update ``i`` (1-based)."""
-        if self._factor_fn is None:
-            raise NotImplementedError(f"{type(self).__name__} needs a factor_fn or a factor() override")
-        return self._factor_fn(i)
+        """Lr factor of update ``i`` (from 1); updates past ``total_steps`` keep ``factor(total_steps)``."""
+        i = min(max(int(i), 1), self.total_steps)
+        return lr_factor(self.schedule, i, self.total_steps, self.warmup_steps, self.min_lr_ratio,
+                         self.milestones, self.gamma)
+
+    def to_state(self) -> dict[str, Any]:
+        """The fields as plain numbers, strings and a list (a scheduler's state_dict under weights_only=True)."""
+        return {"schedule": self.schedule, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
+                "min_lr_ratio": self.min_lr_ratio, "milestones": list(self.milestones), "gamma": self.gamma}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> LrSchedule | None:
+        """The plan stored by :meth:`to_state` in ``state``, or None when ``state`` lacks its fields."""
+        names = ("schedule", "total_steps", "warmup_steps", "min_lr_ratio", "milestones", "gamma")
+        return cls(**{k: state[k] for k in names}) if all(k in state for k in names) else None
+
+    def lrs(self, base_values: Sequence[float], done: int) -> list[float]:
+        """Each group's lr for the update after ``done`` completed ones: ``base * factor(done + 1)``."""
+        f = self.factor(done + 1)
+        return [base * f for base in base_values]
+
+
+class ScheduleLR(LRScheduler):
+    """An :class:`LrSchedule` as a plain torch scheduler: call ``step()`` once per update (not per epoch).
+
+    Right after construction each group's lr is ``initial_lr * factor(1)``; after ``k`` calls to ``step()`` it
+    is ``initial_lr * factor(k + 1)``. Each param group keeps its own ``initial_lr``. ``state_dict()`` holds
+    numbers only; give the same schedule again when restoring.
+    """
+
+    def __init__(self, optimizer: Optimizer, schedule: LrSchedule, last_epoch: int = -1) -> None:
+        if not isinstance(schedule, LrSchedule):
+            raise TypeError(f"schedule must be a plugins.schedules.LrSchedule, got {type(schedule).__name__}")
+        self.schedule = schedule
+        super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
-        i = min(self.last_epoch + 1, self.total_steps)
-        f = self.factor(i)
-        return [base_lr * f for base_lr in self.base_lrs]
+        return self.schedule.lrs(self.base_lrs, self.last_epoch)
 
     _get_closed_form_lr = get_lr
 
     def state_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in super().state_dict().items() if k != "_factor_fn"}
+        return {k: v for k, v in super().state_dict().items() if k != "schedule"}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict({k: v for k, v in state_dict.items() if k != "_factor_fn"})
+        super().load_state_dict({k: v for k, v in state_dict.items() if k != "schedule"})
 
 
-class WarmupCosineLR(FactorLR):
-    """Per-update linear warmup + cosine decay, :func:`warmup_cosine_factor` bound to 'lr'.
-
-    Step it once per update (not per epoch). Args as :func:`warmup_cosine_factor`, plus ``optimizer`` and
-    ``last_epoch`` as :class:`FactorLR`.
-    """
-
-    def __init__(
-        self,
-        optimizer: Optimizer,
-        total_steps: int,
-        warmup_steps: int,
-        min_lr_ratio: float = 0.0,
-        last_epoch: int = -1,
-    ) -> None:
-        warmup_cosine_factor(1, total_steps, warmup_steps, min_lr_ratio)  # validates the arguments
-        self.warmup_steps = int(warmup_steps)
-        self.min_lr_ratio = float(min_lr_ratio)
-        super().__init__(optimizer, total_steps, last_epoch=last_epoch)
-
-    def factor(self, i: int) -> float:
-        return warmup_cosine_factor(i, self.total_steps, self.warmup_steps, self.min_lr_ratio)
+_REMOVED = {"WarmupCosineLR": "ScheduleLR(optimizer, LrSchedule('cosine', total_steps, warmup_steps, min_lr_ratio))",
+            "WarmupStepLR": "ScheduleLR(optimizer, LrSchedule('step', total_steps, warmup_steps, "
+                            "milestones=milestones, gamma=gamma))"}
 
 
-class WarmupStepLR(FactorLR):
-    """Per-update linear warmup + step decay, :func:`warmup_step_factor` bound to 'lr'.
+def __getattr__(name: str):
+    """The torch schedulers of the first release, kept for one release with a DeprecationWarning."""
+    if name not in _REMOVED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(f"plugins.schedules.{name} is deprecated and goes in the next release; use {_REMOVED[name]}",
+                  DeprecationWarning, stacklevel=2)
+    return _DEPRECATED[name]
 
-    ``milestones`` are in updates. Args as :func:`warmup_step_factor`, plus ``optimizer`` and
-    ``last_epoch`` as :class:`FactorLR`.
-    """
 
-    def __init__(
-        self,
-        optimizer: Optimizer,
-        total_steps: int,
-        warmup_steps: int,
-        milestones: Sequence[int],
-        gamma: float = 0.1,
-        last_epoch: int = -1,
-    ) -> None:
-        warmup_step_factor(1, total_steps, warmup_steps, milestones, gamma)  # validates the arguments
-        self.warmup_steps = int(warmup_steps)
-        self.milestones = [int(m) for m in milestones]
-        self.gamma = float(gamma)
-        super().__init__(optimizer, total_steps, last_epoch=last_epoch)
+def _warmup_cosine_lr(optimizer, total_steps, warmup_steps, min_lr_ratio=0.0, last_epoch=-1):
+    return ScheduleLR(optimizer, LrSchedule("cosine", total_steps, warmup_steps, min_lr_ratio), last_epoch)
 
-    def factor(self, i: int) -> float:
-        return warmup_step_factor(i, self.total_steps, self.warmup_steps, self.milestones, self.gamma)
+
+def _warmup_step_lr(optimizer, total_steps, warmup_steps, milestones, gamma=0.1, last_epoch=-1):
+    return ScheduleLR(optimizer, LrSchedule("step", total_steps, warmup_steps, milestones=milestones, gamma=gamma),
+                      last_epoch)
+
+
+_DEPRECATED = {"WarmupCosineLR": _warmup_cosine_lr, "WarmupStepLR": _warmup_step_lr}

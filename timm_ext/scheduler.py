@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from timm.scheduler.scheduler import Scheduler
 
-from plugins.schedules import SCHEDULES, lr_factor
+from plugins.schedules import SCHEDULES, LrSchedule
 
 __all__ = ["TricksScheduler", "create_tricks_scheduler"]
 
@@ -55,27 +55,31 @@ class TricksScheduler(Scheduler):
     ) -> None:
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule={schedule!r} is not supported; accepted: {SCHEDULES}")
-        lr_factor(schedule, 1, total_steps, warmup_steps, min_lr_ratio, milestones, gamma)  # validates
-        self.schedule = schedule
-        self.total_steps = int(total_steps)
-        self.warmup_steps = int(warmup_steps)
-        self.min_lr_ratio = float(min_lr_ratio)
-        self.milestones = [int(m) for m in milestones]
-        self.gamma = float(gamma)
+        self.plan = LrSchedule(schedule, total_steps, warmup_steps, min_lr_ratio, tuple(milestones), gamma)
         super().__init__(optimizer, param_group_field="lr", t_in_epochs=t_in_epochs, initialize=initialize)
         self.update_groups(self._get_lr(0))
 
+    @classmethod
+    def from_plan(cls, optimizer: torch.optim.Optimizer, plan: LrSchedule, **kwargs) -> TricksScheduler:
+        """The scheduler of a ``plugins.schedules.LrSchedule`` (``Recipe.lr_schedule``)."""
+        return cls(optimizer, plan.total_steps, plan.warmup_steps, plan.schedule, plan.min_lr_ratio,
+                   plan.milestones, plan.gamma, **kwargs)
+
     def factor(self, i: int) -> float:
         """Lr factor of unit ``i`` (from 1); units past ``total_steps`` keep the last factor."""
-        i = min(max(int(i), 1), self.total_steps)
-        return lr_factor(
-            self.schedule, i, self.total_steps, self.warmup_steps, self.min_lr_ratio, self.milestones, self.gamma
-        )
+        return self.plan.factor(i)
+
+    def state_dict(self) -> dict:
+        """timm's state (numbers) with the plan's fields in place of the plan object."""
+        return {**{k: v for k, v in super().state_dict().items() if k != "plan"}, **self.plan.to_state()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self.plan = LrSchedule.from_state(state_dict) or self.plan
 
     def _get_lr(self, t: int) -> list[float]:
         """Lrs of the unit after ``t`` completed ones (timm calls this with the count done so far)."""
-        f = self.factor(t + 1)
-        return [base * f for base in self.base_values]
+        return self.plan.lrs(self.base_values, t)
 
 
 def create_tricks_scheduler(optimizer: torch.optim.Optimizer, recipe, steps_per_epoch: int) -> TricksScheduler:
@@ -84,12 +88,4 @@ def create_tricks_scheduler(optimizer: torch.optim.Optimizer, recipe, steps_per_
     Set every group's ``lr`` to ``recipe.scaled_lr()`` before calling this; update ``i`` then runs at
     ``recipe.lr_at(i, steps_per_epoch)``.
     """
-    return TricksScheduler(
-        optimizer,
-        total_steps=recipe.total_steps(steps_per_epoch),
-        warmup_steps=recipe.warmup_steps(steps_per_epoch),
-        schedule=recipe.schedule,
-        min_lr_ratio=recipe.min_lr_ratio,
-        milestones=recipe.milestone_steps(steps_per_epoch) if recipe.schedule == "step" else (),
-        gamma=recipe.step_gamma,
-    )
+    return TricksScheduler.from_plan(optimizer, recipe.lr_schedule(steps_per_epoch))

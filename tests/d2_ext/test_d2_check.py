@@ -15,7 +15,7 @@ from torch import nn  # noqa: E402
 
 import d2_ext  # noqa: E402
 from d2_ext.check import check_tricks_applied, install_tricks_check, tricks_not_applied  # noqa: E402
-from d2_ext.solver import WarmupCosineParamScheduler  # noqa: E402
+from d2_ext.solver import TricksParamScheduler, WarmupCosineParamScheduler  # noqa: E402
 from plugins.param_groups import no_bias_decay_param_groups  # noqa: E402
 
 MAX_ITER = 20
@@ -193,6 +193,5 @@ def test_d2_ext_trainer_uses_the_public_builders():
     model = _Tiny()
     optimizer = d2_ext.Trainer.build_optimizer(cfg, model)
     assert [g["name"] for g in optimizer.param_groups] == ["decay", "no_decay"]
-    assert isinstance(
-        d2_ext.Trainer.build_lr_scheduler(cfg, optimizer)._multiplier, WarmupCosineParamScheduler
-    )
+    multiplier = d2_ext.Trainer.build_lr_scheduler(cfg, optimizer)._multiplier
+    assert isinstance(multiplier, TricksParamScheduler) and multiplier.plan.schedule == "cosine"

@@ -14,7 +14,7 @@ from detectron2.config import get_cfg  # noqa: E402
 
 import d2_ext  # noqa: E402
 from plugins.recipe import Recipe  # noqa: E402
-from plugins.schedules import epochs_to_steps, scale_lr, warmup_cosine_factor  # noqa: E402
+from plugins.schedules import epochs_to_steps, scale_lr, warmup_cosine_factor, warmup_step_factor  # noqa: E402
 
 USER_CONFIG = Path(__file__).resolve().parent / "user_configs" / "faster_rcnn_timm_fpn_recipe.yaml"
 
@@ -67,15 +67,35 @@ def test_every_iteration_runs_at_the_recipes_lr(user_config):
         scheduler.step()
 
 
+def test_a_step_recipe_sets_warmup_step_with_detectron2s_steps_and_gamma(user_config, tmp_path):
+    (tmp_path / "step.yaml").write_text("schedule: step\nstep_milestones: [6, 9]\nstep_gamma: 0.5\nepochs: 10\n"
+                                        "warmup_epochs: 1\n")
+    cfg = _cfg(user_config, "TRICKS.RECIPE", str(tmp_path / "step.yaml"), "TRICKS.ITERS_PER_EPOCH", "4",
+               "SOLVER.MAX_ITER", "40", "SOLVER.IMS_PER_BATCH", "8", "MODEL.DEVICE", "cpu")
+    assert (cfg.TRICKS.LR_SCHEDULE, tuple(cfg.SOLVER.STEPS), cfg.SOLVER.GAMMA, cfg.TRICKS.WARMUP_ITERS) == (
+        "warmup_step", (24, 36), 0.5, 4)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Linear(4, 2))
+    optimizer = d2_ext.build_optimizer(cfg, model)
+    scheduler = d2_ext.build_lr_scheduler(cfg, optimizer)
+    recipe = Recipe.from_yaml(tmp_path / "step.yaml")
+    for k in range(40):
+        expected = scale_lr(recipe.base_lr, 8, recipe.base_batch_size) * warmup_step_factor(k + 1, 40, 4, (24, 36),
+                                                                                               0.5)
+        assert [g["lr"] for g in optimizer.param_groups] == [expected] * len(optimizer.param_groups), k
+        optimizer.step()
+        scheduler.step()
+
+
 def test_bad_recipes_and_a_trainer_that_skips_apply_recipe_are_loud(user_config, tmp_path):
     with pytest.raises(ValueError, match=r"cfg\.TRICKS\.RECIPE='nope' is not accepted: not a preset nor a file; accepted: one of"):
         _cfg(user_config, "TRICKS.RECIPE", "nope")
-    (tmp_path / "step.yaml").write_text("schedule: step\nstep_milestones: [1]\nepochs: 2\nwarmup_epochs: 0\n")
-    with pytest.raises(ValueError, match="schedule 'step' has no Detectron2 form"):
-        _cfg(user_config, "TRICKS.RECIPE", str(tmp_path / "step.yaml"), "TRICKS.ITERS_PER_EPOCH", "5")
+    (tmp_path / "step.yaml").write_text("schedule: step\nstep_milestones: [3]\nepochs: 4\nwarmup_epochs: 0\n")
+    with pytest.raises(ValueError, match=r"TRICKS.RECIPE=.*over SOLVER.MAX_ITER=10 .*milestones"):
+        _cfg(user_config, "TRICKS.RECIPE", str(tmp_path / "step.yaml"), "TRICKS.ITERS_PER_EPOCH", "5",
+             "SOLVER.MAX_ITER", "10")  # the milestone, epoch 3 = iteration 15, lies past the run
     with pytest.raises(ValueError, match=r"DATASETS.TRAIN \('nowhere',\) is not registered.*ITERS_PER_EPOCH"):
         _cfg(user_config, "DATASETS.TRAIN", "('nowhere',)")
-    with pytest.raises(ValueError, match="more than SOLVER.MAX_ITER=10"):
+    with pytest.raises(ValueError, match=r"over SOLVER.MAX_ITER=10 iterations.*warmup_steps"):
         _cfg(user_config, "TRICKS.ITERS_PER_EPOCH", "100", "SOLVER.MAX_ITER", "10")
     # a user's trainer built from a config whose recipe was never laid over it stops before training
     cfg = get_cfg()

@@ -25,8 +25,8 @@ def test_the_recipe_sets_mmengines_keys_and_cfg_options_win(tmp_path):
     assert cfg.optim_wrapper.constructor == "NoBiasDecayOptimWrapperConstructor"
     assert (cfg.auto_scale_lr.enable, cfg.auto_scale_lr.base_batch_size) == (True, paper.base_batch_size)
     [sched] = cfg.param_scheduler
-    assert (sched.type, sched.by_epoch, sched.convert_to_iter_based, sched.warmup_steps, sched.end) == (
-        "WarmupCosineLR", True, True, paper.warmup_epochs, cfg.train_cfg.max_epochs)
+    assert (sched.type, sched.schedule, sched.by_epoch, sched.convert_to_iter_based, sched.warmup_steps,
+            sched.end) == ("TricksLR", "cosine", True, True, paper.warmup_epochs, cfg.train_cfg.max_epochs)
     loss = cfg.model.roi_head.bbox_head.loss_cls  # swapped by type, the inherited keys kept
     assert (loss.type, loss.epsilon, loss.form, loss.loss_weight) == ("LabelSmoothingCrossEntropyLoss",
                                                                       paper.label_smoothing, "paper", 1.0)
@@ -41,9 +41,32 @@ def test_bad_recipes_exit_2_naming_the_flag(tmp_path, capsys):
     config = str(USER_CONFIGS / "faster-rcnn_timm-r26nd_fpn_1x_coco.py")
     assert main([config, "--recipe", "nope", "--work-dir", str(tmp_path)]) == 2
     assert "--recipe nope: not a preset nor a file" in capsys.readouterr().err
-    (tmp_path / "s.yaml").write_text("schedule: step\nstep_milestones: [1]\nepochs: 2\nwarmup_epochs: 0\n")
-    assert main([config, "--recipe", str(tmp_path / "s.yaml"), "--work-dir", str(tmp_path)]) == 2
-    assert "schedule 'step' is not laid over MMEngine configs" in capsys.readouterr().err
+    (tmp_path / "w.yaml").write_text("warmup_epochs: 3\n")  # 3 epochs of 4 iterations > max_iters=6
+    fashion = str(Path(__file__).resolve().parents[2] / "mm_ext" / "configs" /
+                  "faster-rcnn_timm-r26nd_fpn_baseline_fashion-scenes.py")
+    assert main([fashion, "--recipe", str(tmp_path / "w.yaml"), "--recipe-iters-per-epoch", "4", "--work-dir",
+                 str(tmp_path), "--cfg-options", "train_cfg.max_iters=6"]) == 2
+    err = capsys.readouterr().err
+    assert "--recipe " in err and "train_cfg.max_iters=6" in err and "warmup_steps" in err, err
+
+
+def test_a_step_recipe_becomes_tricks_lr_in_iterations_or_epochs(tmp_path):
+    (tmp_path / "s.yaml").write_text("schedule: step\nstep_milestones: [8, 11]\nstep_gamma: 0.1\nepochs: 12\n"
+                                     "warmup_epochs: 0.5\n")
+    config = str(USER_CONFIGS / "faster-rcnn_timm-r26nd_fpn_1x_coco.py")  # max_epochs 12: stays in epochs
+    cfg = load_config(build_parser().parse_args([config, "--recipe", str(tmp_path / "s.yaml"), "--work-dir",
+                                                 str(tmp_path)]))
+    [sched] = cfg.param_scheduler
+    assert (sched.type, sched.schedule, sched.milestones, sched.gamma, sched.warmup_steps, sched.by_epoch,
+            sched.convert_to_iter_based) == ("TricksLR", "step", [8, 11], 0.1, 0.5, True, True)
+    fashion = str(Path(__file__).resolve().parents[2] / "mm_ext" / "configs" /
+                  "faster-rcnn_timm-r26nd_fpn_baseline_fashion-scenes.py")  # max_iters: milestones in iterations
+    cfg = load_config(build_parser().parse_args([fashion, "--recipe", str(tmp_path / "s.yaml"),
+                                                 "--recipe-iters-per-epoch", "10", "--work-dir", str(tmp_path),
+                                                 "--cfg-options", "train_cfg.max_iters=120"]))
+    [sched] = cfg.param_scheduler
+    assert (sched.schedule, sched.milestones, sched.warmup_steps, sched.by_epoch, sched.end) == (
+        "step", [80, 110], 5, False, 120)
 
 
 @pytest.mark.slow

@@ -169,4 +169,4 @@ def test_epoch_based_config_converts_epochs_as_the_recipe_does():
     recipe = Recipe.preset("paper").with_overrides(epochs=10, warmup_epochs=2.3, schedule="cosine")
     sched = mm_ext.WarmupCosineLR.build_iter_from_epoch(_optimizer(), warmup_steps=2.3, begin=0, end=10,
                                                         epoch_length=10)
-    assert (sched.warmup_steps, sched.total_steps) == (recipe.warmup_steps(10), recipe.total_steps(10)) == (23, 100)
+    assert (sched.plan.warmup_steps, sched.plan.total_steps) == (recipe.warmup_steps(10), recipe.total_steps(10)) == (23, 100)

@@ -7,9 +7,8 @@ import torch
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, MultiStepLR, SequentialLR
 
 from plugins.schedules import (
-    FactorLR,
-    WarmupCosineLR,
-    WarmupStepLR,
+    LrSchedule,
+    ScheduleLR,
     linear_warmup_factor,
     lr_factor,
     scale_lr,
@@ -18,6 +17,14 @@ from plugins.schedules import (
 )
 
 BASE_LRS = (0.4, 0.1)
+
+
+def WarmupCosineLR(optimizer, total_steps, warmup_steps, min_lr_ratio=0.0):  # noqa: N802 (reads as a class)
+    return ScheduleLR(optimizer, LrSchedule("cosine", total_steps, warmup_steps, min_lr_ratio))
+
+
+def WarmupStepLR(optimizer, total_steps, warmup_steps, milestones, gamma=0.1):  # noqa: N802
+    return ScheduleLR(optimizer, LrSchedule("step", total_steps, warmup_steps, milestones=milestones, gamma=gamma))
 
 
 def _optimizer():
@@ -192,13 +199,32 @@ def test_state_dict_round_trip(make):
     torch.testing.assert_close(_run(resumed_opt, resumed, 13), _run(optimizer, scheduler, 13), rtol=0, atol=0)
 
 
-def test_factor_lr_binds_any_factor_and_keeps_it_out_of_state():
+def test_lr_schedule_is_validated_once_and_clamps_past_the_end():
+    plan = LrSchedule("step", 10, 2, milestones=[5, 8], gamma=0.5)
+    assert plan.milestones == (5, 8) and hash(plan) == hash(LrSchedule("step", 10, 2, milestones=(5, 8), gamma=0.5))
+    assert [plan.factor(i) for i in (1, 2, 5, 6, 9, 10, 11, 99)] == [0.5, 1, 1, 0.5, 0.25, 0.25, 0.25, 0.25]
+    assert plan.lrs([0.4, 0.1], 5) == [0.4 * 0.5, 0.1 * 0.5], "done=5 completed updates: the lr of update 6"
+    for kwargs, name in [(dict(schedule="linear", total_steps=5), "schedule"),
+                         (dict(schedule="cosine", total_steps=0), "total_steps"),
+                         (dict(schedule="cosine", total_steps=5, warmup_steps=6), "warmup_steps"),
+                         (dict(schedule="step", total_steps=5, milestones=(6,)), "milestones")]:
+        with pytest.raises(ValueError, match=name):
+            LrSchedule(**kwargs)
+    with pytest.raises(TypeError, match="LrSchedule"):
+        ScheduleLR(_optimizer(), 10)
+
+
+@pytest.mark.parametrize("name", ["WarmupCosineLR", "WarmupStepLR"])
+def test_first_release_torch_schedulers_still_import_with_a_deprecation_warning(name):
+    import plugins.schedules as schedules
+
+    with pytest.warns(DeprecationWarning, match=f"plugins.schedules.{name} is deprecated"):
+        old = getattr(schedules, name)
+    args = (10, 2, 0.1) if name == "WarmupCosineLR" else (10, 2, (5,))
     optimizer = _optimizer()
-    scheduler = FactorLR(optimizer, total_steps=4, factor_fn=lambda i: 1.0 / i)
-    got = _run(optimizer, scheduler, 5)
-    expected = [[lr / min(k + 1, 4) for lr in BASE_LRS] for k in range(5)]
-    torch.testing.assert_close(got, torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=0)
-    assert "_factor_fn" not in scheduler.state_dict()
+    assert isinstance(old(optimizer, *args), ScheduleLR)
+    with pytest.raises(AttributeError):
+        schedules.FactorLR  # noqa: B018 (removed: torch's LambdaLR binds any function)
 
 
 def test_epochs_to_steps_is_the_one_conversion_and_pins_its_rounding():

@@ -11,7 +11,7 @@ import torch
 from timm.scheduler import CosineLRScheduler
 
 from plugins.recipe import Recipe
-from plugins.schedules import WarmupCosineLR, WarmupStepLR, lr_factor
+from plugins.schedules import LrSchedule, ScheduleLR, lr_factor
 from timm_ext import TricksScheduler, create_tricks_scheduler
 
 BASE_LRS = (0.4, 0.1)
@@ -68,13 +68,14 @@ def _torch_loop(scheduler, optimizer, steps):
 def test_matches_plugins_torch_schedulers_with_two_groups():
     steps = 60
     reference_opt = _optimizer()
-    reference = _torch_loop(WarmupCosineLR(reference_opt, steps, 12, min_lr_ratio=0.1), reference_opt, steps)
+    reference = _torch_loop(ScheduleLR(reference_opt, LrSchedule("cosine", steps, 12, 0.1)), reference_opt, steps)
     optimizer = _optimizer()
     ours = _timm_loop(TricksScheduler(optimizer, steps, 12, "cosine", min_lr_ratio=0.1), optimizer, steps)
     for i, (a, b) in enumerate(zip(ours, reference, strict=True), start=1):
         torch.testing.assert_close(a, b, rtol=1e-15, atol=0, msg=f"cosine update {i}")
     reference_opt = _optimizer()
-    reference = _torch_loop(WarmupStepLR(reference_opt, steps, 6, [20, 40], 0.5), reference_opt, steps)
+    reference = _torch_loop(ScheduleLR(reference_opt, LrSchedule("step", steps, 6, milestones=(20, 40), gamma=0.5)),
+                            reference_opt, steps)
     optimizer = _optimizer()
     ours = _timm_loop(TricksScheduler(optimizer, steps, 6, "step", milestones=[20, 40], gamma=0.5), optimizer, steps)
     for i, (a, b) in enumerate(zip(ours, reference, strict=True), start=1):
