@@ -28,7 +28,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from plugins.losses import distillation_loss, label_smoothing_cross_entropy, soft_target_cross_entropy  # noqa: E402
+from plugins.tricks.distillation import distillation_loss
+from plugins.tricks.label_smoothing import label_smoothing_cross_entropy, soft_target_cross_entropy  # noqa: E402
 
 EPS, TEMPERATURE = 0.1, 20.0
 

@@ -8,7 +8,7 @@ Registered in ``BACKBONE_REGISTRY`` (contract: ``fn(cfg, input_shape) -> Backbon
   ``MODEL.FPN.*`` exactly as ``build_resnet_fpn_backbone``, so ``Base-RCNN-FPN.yaml`` works unchanged.
 
 Both read ``cfg.TRICKS.TIMM`` (see ``d2_ext.config``). The weights come from a timm_ext ``backbone.pth``
-through ``plugins.features.TimmFeatures`` (``plugins.checkpoint.load_backbone``: any backbone tensor left
+through ``plugins.models.features.TimmFeatures`` (``plugins.runtime.checkpoint.load_backbone``: any backbone tensor left
 unmatched raises); the load report is logged.
 """
 
@@ -20,9 +20,9 @@ from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool
 
-from plugins import timm_models as _timm_models  # noqa: F401  registers the tricks_* models in timm
-from plugins.features import TimmFeatures
-from plugins.resnet import zero_gamma_
+from plugins.models import timm_models as _timm_models  # noqa: F401  registers the tricks_* models in timm
+from plugins.models.features import TimmFeatures
+from plugins.tricks.resnet import zero_gamma_
 
 from ._registry import register
 from .config import validate_tricks_config

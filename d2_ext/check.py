@@ -26,7 +26,7 @@ warning is easily lost in Detectron2's log.
 
 Checked: ``NO_BIAS_DECAY`` (no bias or norm parameter is decayed), ``BASE_BATCH_SIZE`` (some group of
 conv/linear weights starts at the scaled lr), ``LR_SCHEDULE="warmup_cosine"`` (the scheduler is Detectron2's
-``LRMultiplier`` giving ``plugins.schedules.warmup_cosine_factor`` over ``SOLVER.MAX_ITER``), and, since they are
+``LRMultiplier`` giving ``plugins.tricks.lr_schedule.warmup_cosine_factor`` over ``SOLVER.MAX_ITER``), and, since they are
 as silent otherwise, ``LABEL_SMOOTHING`` (the box predictor smooths with that epsilon and form) and
 ``ZERO_GAMMA`` (the backbone is d2_ext's timm one).
 """
@@ -41,8 +41,8 @@ from detectron2.engine import TrainerBase
 from detectron2.solver.lr_scheduler import LRMultiplier
 from torch import nn
 
-from plugins.param_groups import no_bias_decay_param_groups
-from plugins.schedules import scale_lr
+from plugins.tricks.lr_schedule import scale_lr
+from plugins.tricks.no_bias_decay import no_bias_decay_param_groups
 
 from .backbone import TimmBackbone
 from .config import tricks_lr_schedule

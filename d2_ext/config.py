@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from detectron2.config import CfgNode as CN
 
-from plugins.schedules import LrSchedule
+from plugins.recipe.plan import LrSchedule
 
 __all__ = ["LR_SCHEDULES", "NORMS", "SMOOTHING_FORMS", "add_tricks_config", "tricks_lr_schedule",
            "validate_tricks_config"]
@@ -31,19 +31,19 @@ def add_tricks_config(cfg: CN) -> None:
       its warmup epochs into iterations.
 
     - ``LR_SCHEDULE = ""``: Detectron2's own ``SOLVER.LR_SCHEDULER_NAME``; ``"warmup_cosine"`` is
-      ``plugins.schedules.warmup_cosine_factor`` over ``SOLVER.MAX_ITER`` iterations, with
+      ``plugins.tricks.lr_schedule.warmup_cosine_factor`` over ``SOLVER.MAX_ITER`` iterations, with
       ``WARMUP_ITERS = 0`` linear-warmup iterations and the final lr ``MIN_LR_RATIO = 0.0`` x peak;
-      ``"warmup_step"`` is ``plugins.schedules.warmup_step_factor``: the same warmup, then x ``SOLVER.GAMMA`` at
+      ``"warmup_step"`` is ``plugins.tricks.lr_schedule.warmup_step_factor``: the same warmup, then x ``SOLVER.GAMMA`` at
       each of ``SOLVER.STEPS`` (Detectron2's own keys; unlike its WarmupMultiStepLR, update ``i`` of the warmup
       runs at ``i / WARMUP_ITERS``, the paper's form).
     - ``BASE_BATCH_SIZE = 0``: off; else ``SOLVER.BASE_LR`` is the lr at this batch, scaled linearly to the
-      global ``SOLVER.IMS_PER_BATCH`` (``plugins.schedules.scale_lr``).
+      global ``SOLVER.IMS_PER_BATCH`` (``plugins.tricks.lr_schedule.scale_lr``).
     - ``NO_BIAS_DECAY = False``: on, biases and normalization parameters get no weight decay
-      (``plugins.param_groups.no_bias_decay_param_groups``).
+      (``plugins.tricks.no_bias_decay.no_bias_decay_param_groups``).
     - ``ZERO_GAMMA = False``: on, the timm backbone's last BN gamma of every residual block starts at 0
-      (``plugins.resnet.zero_gamma_``); ignored when ``TIMM.CHECKPOINT`` provides the weights.
+      (``plugins.tricks.resnet.zero_gamma_``); ignored when ``TIMM.CHECKPOINT`` provides the weights.
     - ``LABEL_SMOOTHING = 0.0`` and ``LABEL_SMOOTHING_FORM = "paper"`` (or ``"uniform"``): epsilon and form
-      of ``plugins.losses.label_smoothing_cross_entropy`` in ``LabelSmoothingStandardROIHeads``.
+      of ``plugins.tricks.label_smoothing.label_smoothing_cross_entropy`` in ``LabelSmoothingStandardROIHeads``.
     - ``TIMM``: the timm backbone of ``build_timm_backbone`` / ``build_timm_fpn_backbone``:
       ``MODEL_NAME = "tricks_resnet50d"`` (a ``tricks_*`` name or any timm ResNet; note that timm's own
       ResNets zero-init the last gammas unless ``KWARGS.zero_init_last: False``), ``CHECKPOINT = ""`` (a timm_ext
@@ -77,7 +77,7 @@ def add_tricks_config(cfg: CN) -> None:
 
 
 def tricks_lr_schedule(cfg: CN) -> LrSchedule | None:
-    """The ``plugins.schedules.LrSchedule`` that ``TRICKS.LR_SCHEDULE`` names (None for Detectron2's own)."""
+    """The ``plugins.recipe.plan.LrSchedule`` that ``TRICKS.LR_SCHEDULE`` names (None for Detectron2's own)."""
     t, solver = cfg.TRICKS, cfg.SOLVER
     if t.LR_SCHEDULE == "warmup_cosine":
         return LrSchedule("cosine", solver.MAX_ITER, t.WARMUP_ITERS, min_lr_ratio=t.MIN_LR_RATIO)

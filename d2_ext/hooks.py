@@ -1,7 +1,7 @@
 """``LrRecorder``: writes the lr that every update actually used to ``OUTPUT_DIR/lr_per_step.csv``.
 
 Same format as ``timm_ext.train`` and ``mm_ext``'s ``LrRecorderHook`` (``step,lr_group0,lr_group1,...``, step
-counted from 1), so the three ecosystems' curves can be overlaid and compared with ``plugins.schedules``.
+counted from 1), so the three ecosystems' curves can be overlaid and compared with ``plugins.tricks.lr_schedule``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
-from plugins.lr_record import FILENAME, LrRecord
+from plugins.runtime.lr_record import FILENAME, LrRecord
 
 
 class LrRecorder(HookBase):

@@ -3,7 +3,7 @@
 ``LabelSmoothingStandardROIHeads`` (registered in ``ROI_HEADS_REGISTRY``; contract: ``cls(cfg, input_shape)``
 returns an ``ROIHeads``) is Detectron2's ``StandardROIHeads`` with its box predictor replaced by
 :class:`LabelSmoothingFastRCNNOutputLayers`, whose classification loss is
-``plugins.losses.label_smoothing_cross_entropy`` over the K + 1 classes (background = index K) with
+``plugins.tricks.label_smoothing.label_smoothing_cross_entropy`` over the K + 1 classes (background = index K) with
 ``cfg.TRICKS.LABEL_SMOOTHING`` and ``cfg.TRICKS.LABEL_SMOOTHING_FORM``. The box regression loss, the
 inference and the parameter names are Detectron2's own, so checkpoints stay interchangeable; with smoothing 0
 the losses are exactly ``StandardROIHeads``'.
@@ -17,7 +17,7 @@ from detectron2.layers import cat
 from detectron2.modeling import ROI_HEADS_REGISTRY
 from detectron2.modeling.roi_heads import FastRCNNOutputLayers, StandardROIHeads
 
-from plugins.losses import label_smoothing_cross_entropy
+from plugins.tricks.label_smoothing import label_smoothing_cross_entropy
 
 from ._registry import register
 from .config import SMOOTHING_FORMS, validate_tricks_config
@@ -32,7 +32,7 @@ class LabelSmoothingFastRCNNOutputLayers(FastRCNNOutputLayers):
         input_shape, **kwargs: as ``FastRCNNOutputLayers``.
         label_smoothing: epsilon in [0, 1) (default 0.0: Detectron2's own loss, untouched).
         label_smoothing_form: ``"paper"`` (default; ``eps / K`` on each of the K other classes of K + 1) or
-            ``"uniform"`` (``eps / (K + 1)`` on every class); formulas in ``plugins.losses``.
+            ``"uniform"`` (``eps / (K + 1)`` on every class); formulas in ``plugins.tricks.label_smoothing``.
     """
 
     @configurable

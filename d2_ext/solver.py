@@ -1,5 +1,5 @@
-"""Optimizer and lr scheduler from ``cfg.TRICKS``; the formulas are ``plugins.schedules`` and
-``plugins.param_groups``, this module binds them to Detectron2's solver.
+"""Optimizer and lr scheduler from ``cfg.TRICKS``; the formulas are ``plugins.tricks.lr_schedule`` and
+``plugins.tricks.no_bias_decay``, this module binds them to Detectron2's solver.
 
 Detectron2's own route: the same two signatures as ``detectron2.solver``, for the ``build_optimizer`` /
 ``build_lr_scheduler`` classmethods of any ``DefaultTrainer`` subclass (``d2_ext.Trainer`` uses them too)::
@@ -33,8 +33,9 @@ from detectron2.solver import build_optimizer as _d2_build_optimizer
 from detectron2.solver import lr_scheduler as _d2_lr_scheduler
 from detectron2.solver.build import maybe_add_gradient_clipping
 
-from plugins.param_groups import no_bias_decay_param_groups
-from plugins.schedules import LrSchedule, scale_lr
+from plugins.recipe.plan import LrSchedule
+from plugins.tricks.lr_schedule import scale_lr
+from plugins.tricks.no_bias_decay import no_bias_decay_param_groups
 
 from .config import tricks_lr_schedule, validate_tricks_config
 
@@ -60,7 +61,7 @@ except AttributeError:  # a Detectron2 whose lr_scheduler no longer imports it
 
 
 class TricksParamScheduler(ParamScheduler):
-    """A ``plugins.schedules.LrSchedule`` as a stateless fvcore ``ParamScheduler``.
+    """A ``plugins.recipe.plan.LrSchedule`` as a stateless fvcore ``ParamScheduler``.
 
     Detectron2's ``LRMultiplier(optimizer, multiplier, max_iter)`` sets the lr of iteration ``k`` (counted from
     0, i.e. after ``k`` completed updates) to ``base_lr * multiplier(k / max_iter)``. With
@@ -70,7 +71,7 @@ class TricksParamScheduler(ParamScheduler):
 
     def __init__(self, plan: LrSchedule) -> None:
         if not isinstance(plan, LrSchedule):
-            raise TypeError(f"plan must be a plugins.schedules.LrSchedule, got {type(plan).__name__}")
+            raise TypeError(f"plan must be a plugins.recipe.plan.LrSchedule, got {type(plan).__name__}")
         self.plan = plan
 
     def __call__(self, where: float) -> float:

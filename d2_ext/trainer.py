@@ -10,7 +10,7 @@ Everything else (data loaders, hooks, checkpoints) is ``DefaultTrainer``'s, with
 CPU with a fixed ``SEED`` the same weights as the uninterrupted run):
 
 - the checkpoint holds the optimizer state under ``"_trainer"`` (Detectron2 main does; v0.6 saves none, so
-  momentum restarted from zero) and the random streams under ``"random_state"`` (``plugins.random_state``);
+  momentum restarted from zero) and the random streams under ``"random_state"`` (``plugins.runtime.random_state``);
 - a resumed trainer skips the batches already trained (as MMEngine does: the cost of loading them again)
   and only then restores the random streams;
 - evaluation (``test``) runs between a saved and a restored random state, so an evaluation between a checkpoint
@@ -39,7 +39,7 @@ from detectron2.modeling import GeneralizedRCNNWithTTA
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from plugins.random_state import capture_random_state, restore_random_state
+from plugins.runtime.random_state import capture_random_state, restore_random_state
 
 from .config import validate_tricks_config
 from .hooks import LrRecorder

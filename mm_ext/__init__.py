@@ -12,13 +12,13 @@ in MMEngine's root registries (which the downstream libraries look names up thro
 
 It also makes ``nms=dict(type='torchvision_nms', ...)`` available to mmcv's ``batched_nms`` (mmcv's NMS on
 torchvision's faster CPU kernel, :mod:`mm_ext.ops`), registers the ``tricks_*`` timm models
-(``plugins.timm_models``) and allows the few MMEngine types that resuming from a Runner checkpoint needs under
+(``plugins.models.timm_models``) and allows the few MMEngine types that resuming from a Runner checkpoint needs under
 ``torch.load(weights_only=True)`` (see :mod:`mm_ext.safe_load`).
 """
 
 from mmengine.registry import HOOKS, MODELS, OPTIM_WRAPPER_CONSTRUCTORS, PARAM_SCHEDULERS, RUNNERS
 
-from plugins import timm_models as _timm_models  # noqa: F401  (registers the tricks_* timm models)
+from plugins.models import timm_models as _timm_models  # noqa: F401  (registers the tricks_* timm models)
 
 from ._registry import register
 from .backbones import TimmTransferBackbone

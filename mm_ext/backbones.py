@@ -2,7 +2,7 @@
 
 Registry contract (MODELS, key ``TimmTransferBackbone``): ``forward(images)`` returns a tuple of feature maps,
 one per ``out_indices`` entry, as mmdet necks and mmseg decode heads expect. The model and the checkpoint
-loading are ``plugins.features.TimmFeatures`` (contract in docs/architecture.md).
+loading are ``plugins.models.features.TimmFeatures`` (contract in docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from plugins.features import TimmFeatures
+from plugins.models.features import TimmFeatures
 
 # Arguments of mmdet's/mmseg's/mmcv's ResNet that a backbone dict merged into a stock one still carries.
 _MM_RESNET_KEYS = frozenset({
@@ -56,7 +56,7 @@ class TimmTransferBackbone(BaseModule):
     """Backbone that transfers a classification network trained by ``timm_ext`` into a detector or segmenter.
 
     The weights come from a ``backbone.pth`` exported by ``timm_ext.train`` (loaded with
-    ``plugins.checkpoint.load_backbone``, which raises unless every backbone tensor matched); the load report
+    ``plugins.runtime.checkpoint.load_backbone``, which raises unless every backbone tensor matched); the load report
     is logged through MMEngine's current logger. Without ``checkpoint`` the network keeps timm's random
     initialisation (a "from scratch" run). ``init_weights``, which the Runner calls before training, keeps
     the weights as they are: nothing is re-drawn after the load.

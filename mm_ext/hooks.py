@@ -3,7 +3,7 @@
 
 - ``LrRecorderHook``: writes the lr that every iteration actually used to ``work_dir/lr_per_step.csv``, in the
   format of ``timm_ext.train`` and ``d2_ext``'s ``LrRecorder`` (``step,lr_group0,lr_group1,...``, step counted
-  from 1), so the three ecosystems' curves can be overlaid and compared with ``plugins.schedules``.
+  from 1), so the three ecosystems' curves can be overlaid and compared with ``plugins.tricks.lr_schedule``.
 - ``RandomStateHook``: a resumed run continues the torch random stream of the uninterrupted one.
 - ``NonFiniteLossHook``: a NaN or infinite loss stops training before that iteration's checkpoint is written.
 """
@@ -17,8 +17,8 @@ import torch
 from mmengine.dist import all_reduce, is_main_process
 from mmengine.hooks import Hook
 
-from plugins.lr_record import FILENAME, LrRecord
-from plugins.random_state import capture_random_state, restore_random_state
+from plugins.runtime.lr_record import FILENAME, LrRecord
+from plugins.runtime.random_state import capture_random_state, restore_random_state
 
 
 class LrRecorderHook(Hook):

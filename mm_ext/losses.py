@@ -5,7 +5,7 @@ MMDetection 3.3's and MMSegmentation 1.2's ``CrossEntropyLoss`` and is called ex
 (``use_sigmoid=False``): ``loss(cls_score, label, weight=None, avg_factor=None, reduction_override=None,
 ignore_index=None)``, so a config swaps ``roi_head.bbox_head.loss_cls`` or ``decode_head.loss_decode`` by its
 ``type`` alone. ``KnowledgeDistillationLoss`` is called like an MMPretrain classification
-loss with the teacher's logits added. The formulas are in :mod:`plugins.losses`.
+loss with the teacher's logits added. The formulas are in :mod:`plugins.tricks.label_smoothing`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import torch
 from mmengine.registry import DefaultScope
 from torch import Tensor, nn
 
-from plugins.losses import check_loss_args, distillation_loss, label_smoothing_cross_entropy
+from plugins.tricks.distillation import distillation_loss
+from plugins.tricks.label_smoothing import check_loss_args, label_smoothing_cross_entropy
 
 _REDUCTIONS = ("none", "mean", "sum")
 
@@ -114,7 +115,7 @@ class LabelSmoothingCrossEntropyLoss(_NamedLoss):
     have ``K + 1`` columns (background last) and the smoothing spreads over all of them, background included;
     in a decode head the logits are ``(N, K, H, W)`` and pixels labelled ``ignore_index`` contribute nothing.
 
-    The per-element loss is ``plugins.losses.label_smoothing_cross_entropy(..., reduction="none")``; then
+    The per-element loss is ``plugins.tricks.label_smoothing.label_smoothing_cross_entropy(..., reduction="none")``; then
     ``weight`` multiplies it and the reduction follows OpenMMLab: ``mean`` divides by ``avg_factor`` when given,
     else by the number of elements (ignored ones included, as ``avg_non_ignore=False`` does in both
     frameworks) or, with ``avg_non_ignore=True``, by the number of non-ignored elements. ``class_weight`` scales
@@ -232,7 +233,7 @@ class LabelSmoothingCrossEntropyLoss(_NamedLoss):
 
 
 class KnowledgeDistillationLoss(_NamedLoss):
-    """The paper's distillation loss for a classifier head: ``loss_weight * plugins.losses.distillation_loss``.
+    """The paper's distillation loss for a classifier head: ``loss_weight * plugins.tricks.distillation.distillation_loss``.
 
     Called like an MMPretrain classification loss with the teacher's logits added:
     ``loss(cls_score, label, teacher_score=..., avg_factor=None, reduction_override=None)``. ``label`` holds

@@ -1,9 +1,9 @@
-"""``NoBiasDecayOptimWrapperConstructor``: MMEngine's optimizer built on ``plugins.param_groups``.
+"""``NoBiasDecayOptimWrapperConstructor``: MMEngine's optimizer built on ``plugins.tricks.no_bias_decay``.
 
 Registry contract (OPTIM_WRAPPER_CONSTRUCTORS, key ``NoBiasDecayOptimWrapperConstructor``): selected with
 ``optim_wrapper=dict(constructor='NoBiasDecayOptimWrapperConstructor', optimizer=dict(...), ...)``; called
 with the model, returns the configured optim wrapper. The grouping rule is documented in
-:func:`plugins.param_groups.no_bias_decay_param_groups`.
+:func:`plugins.tricks.no_bias_decay.no_bias_decay_param_groups`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from mmengine.optim import OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS, OPTIMIZERS
 from torch import nn
 
-from plugins.param_groups import describe_param_groups, no_bias_decay_param_groups
+from plugins.tricks.no_bias_decay import describe_param_groups, no_bias_decay_param_groups
 
 
 class NoBiasDecayOptimWrapperConstructor:

@@ -1,9 +1,9 @@
-"""``TricksLR`` and ``WarmupCosineLR`` for MMEngine's ``param_scheduler``: ``plugins.schedules.LrSchedule`` bound
+"""``TricksLR`` and ``WarmupCosineLR`` for MMEngine's ``param_scheduler``: ``plugins.recipe.plan.LrSchedule`` bound
 to MMEngine's scheduler protocol.
 
 Registry contract (PARAM_SCHEDULERS, keys ``TricksLR`` and ``WarmupCosineLR``): built by the Runner with the
 optimizer wrapper and, when ``convert_to_iter_based=True``, through :meth:`TricksLR.build_iter_from_epoch`. The
-formulas and their paper references are in ``plugins.schedules``.
+formulas and their paper references are in ``plugins.tricks.lr_schedule``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from mmengine.optim.scheduler.lr_scheduler import LRSchedulerMixin
 from mmengine.optim.scheduler.param_scheduler import INF, _ParamScheduler
 
-from plugins.schedules import LrSchedule, epochs_to_steps
+from plugins.recipe.plan import LrSchedule, epochs_to_steps
 
 
 class TricksLR(LRSchedulerMixin, _ParamScheduler):
@@ -29,7 +29,7 @@ class TricksLR(LRSchedulerMixin, _ParamScheduler):
 
     Args:
         optimizer: the optimizer wrapper or torch optimizer (given by the Runner).
-        schedule: ``"cosine"`` (default), ``"step"`` or ``"constant"`` (``plugins.schedules.SCHEDULES``).
+        schedule: ``"cosine"`` (default), ``"step"`` or ``"constant"`` (``plugins.tricks.lr_schedule.SCHEDULES``).
         warmup_steps: number of warmup steps, in the scheduler's own unit like ``begin`` and ``end``
             (epochs when ``by_epoch=True``, iterations otherwise); 0 (default) means no warmup.
             ``convert_to_iter_based=True`` converts it with the epoch length, as it does ``begin`` and ``end``.
@@ -83,7 +83,7 @@ class TricksLR(LRSchedulerMixin, _ParamScheduler):
         """Build the iteration-based scheduler from an epoch-based config (``convert_to_iter_based=True``).
 
         ``begin``, ``end``, ``warmup_steps`` and ``milestones`` (epochs) become iterations with ``epoch_length``
-        (given by the Runner) through :func:`plugins.schedules.epochs_to_steps`, the project's one conversion
+        (given by the Runner) through :func:`plugins.recipe.plan.epochs_to_steps`, the project's one conversion
         (nearest iteration, halves to even), so the recipe engine and this scheduler agree at fractional epochs.
         MMEngine's own schedulers truncate instead (``int(2.3 * 10)`` is 22); whole epochs give the same.
         """

@@ -25,8 +25,8 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS, init_default_scope
 from mmengine.runner import Runner, find_latest_checkpoint
 
-from plugins.checkpoint import load_checkpoint
 from plugins.recipe import Recipe
+from plugins.runtime.checkpoint import load_checkpoint
 
 from ._train_options import (
     LAUNCHERS,

@@ -2,14 +2,14 @@
 
 timm_ext's ``TricksScheduler`` (stepped with timm's ``step_update``), mm_ext's ``WarmupCosineLR`` (stepped as
 MMEngine's ``ParamSchedulerHook`` does) and d2_ext's ``build_tricks_lr_scheduler`` (stepped as Detectron2's
-``LRScheduler`` hook does) must give every update the lr of ``plugins.schedules.warmup_cosine_factor``, for
+``LRScheduler`` hook does) must give every update the lr of ``plugins.tricks.lr_schedule.warmup_cosine_factor``, for
 two param groups with different base lrs. This is the numerical check behind the report's lr_curves.png.
 """
 
 import pytest
 import torch
 
-from plugins.schedules import warmup_cosine_factor
+from plugins.tricks.lr_schedule import warmup_cosine_factor
 
 TOTAL, WARMUP, MIN_RATIO = 97, 13, 0.05
 BASE_LRS = (0.1, 0.02)

@@ -17,8 +17,8 @@ import pytest
 pytest.importorskip("mmdet")
 pytest.importorskip("detectron2")
 
-from plugins.lr_record import read_lr_record  # noqa: E402
 from plugins.recipe import Recipe  # noqa: E402
+from plugins.runtime.lr_record import read_lr_record  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = """\

@@ -14,17 +14,17 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from plugins.checkpoint import load_checkpoint
-from plugins.losses import (
-    distillation_loss,
+from plugins.recipe import Recipe
+from plugins.runtime.checkpoint import load_checkpoint
+from plugins.tricks.distillation import distillation_loss
+from plugins.tricks.label_smoothing import (
     label_smoothing_cross_entropy,
     soft_target_cross_entropy,
     uniform_epsilon,
 )
-from plugins.mixup import mixup
-from plugins.param_groups import no_bias_decay_param_groups
-from plugins.recipe import Recipe
-from plugins.resnet import zero_gamma_
+from plugins.tricks.mixup import mixup
+from plugins.tricks.no_bias_decay import no_bias_decay_param_groups
+from plugins.tricks.resnet import zero_gamma_
 
 from ._args import UsageError
 
@@ -57,7 +57,7 @@ def check_model_args(model_name: str, model_kwargs=None) -> None:
 def build_model(model_name: str, num_classes: int, in_chans: int, zero_gamma: bool, model_kwargs=None) -> nn.Module:
     """``timm.create_model(model_name, pretrained=False, ...)`` with zero gamma exactly as the recipe says.
 
-    timm's own ``zero_init_last`` is switched off; zero gamma, when on, is ``plugins.resnet.zero_gamma_``.
+    timm's own ``zero_init_last`` is switched off; zero gamma, when on, is ``plugins.tricks.resnet.zero_gamma_``.
     """
     check_model_args(model_name, model_kwargs)
     model_kwargs = dict(model_kwargs or {})
@@ -79,7 +79,7 @@ def build_model(model_name: str, num_classes: int, in_chans: int, zero_gamma: bo
 def build_optimizer(model: nn.Module, recipe: Recipe, opt: str, lr: float) -> torch.optim.Optimizer:
     """SGD (Nesterov or plain momentum, as ``opt``) or AdamW at ``lr``.
 
-    With ``recipe.no_bias_decay`` the params are ``plugins.param_groups.no_bias_decay_param_groups``; otherwise
+    With ``recipe.no_bias_decay`` the params are ``plugins.tricks.no_bias_decay.no_bias_decay_param_groups``; otherwise
     one group decays every parameter (the paper's baseline).
     """
     if recipe.no_bias_decay:
@@ -125,7 +125,7 @@ def load_teacher(path: str, model_name: str | None, num_classes: int, in_chans: 
 
 
 def mixup_epsilon(recipe: Recipe, num_classes: int) -> float:
-    """Label smoothing for ``plugins.mixup`` (uniform form) that gives the recipe's smoothing form."""
+    """Label smoothing for ``plugins.tricks.mixup`` (uniform form) that gives the recipe's smoothing form."""
     return uniform_epsilon(recipe.label_smoothing, num_classes, recipe.label_smoothing_form)
 
 
@@ -137,7 +137,7 @@ class TrainStep:
     """One optimizer update of ``timm_ext.train``; call it with the update's images and targets.
 
     Splits the batch into ``accum_steps`` micro-batches (gradients synchronised only on the last one under
-    DDP), mixes each micro-batch with ``plugins.mixup.mixup`` (generator re-seeded from ``(seed, rank,
+    DDP), mixes each micro-batch with ``plugins.tricks.mixup.mixup`` (generator re-seeded from ``(seed, rank,
     update)``, so a resumed run draws the same lambdas), computes the recipe's loss (label smoothing,
     soft-target CE, or ``distillation_loss`` with the frozen teacher on the same mixed images), steps the
     optimizer and then the per-update scheduler. Returns the update's mean loss as a detached tensor (no sync).

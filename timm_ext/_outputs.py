@@ -2,7 +2,7 @@
 
 ``args.yaml``, ``recipe.yaml``, ``summary.csv`` (one row per epoch), ``lr_per_step.csv`` (the lr of every param
 group at every update, for overlaying lr curves of several tools), ``lr_curve.png``; checkpoints go through
-``plugins.checkpoint`` (atomic).
+``plugins.runtime.checkpoint`` (atomic).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from plugins.lr_record import FILENAME, LrRecord, read_lr_record
+from plugins.runtime.lr_record import FILENAME, LrRecord, read_lr_record
 
 from ._args import UsageError
 

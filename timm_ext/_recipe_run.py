@@ -1,6 +1,6 @@
 """The recipe engine's loop (``tricks-train --recipe``): set-up, epochs of updates, evaluation, outputs.
 
-The lr is set before every update from ``plugins.schedules`` (through :class:`timm_ext.TricksScheduler`):
+The lr is set before every update from ``plugins.tricks.lr_schedule`` (through :class:`timm_ext.TricksScheduler`):
 ``recipe.lr_at(i, steps_per_epoch)`` for update ``i``, with the linear scaling rule applied to the global
 batch (``-b`` x world size x ``--grad-accum-steps``) unless ``--lr`` gives the lr itself. Under ``torchrun``
 (``WORLD_SIZE > 1``) it runs DDP (gloo on CPU, nccl on CUDA), each process taking every ``world_size``-th image
@@ -19,8 +19,8 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from plugins.checkpoint import export_backbone, save_checkpoint
 from plugins.recipe import Recipe
+from plugins.runtime.checkpoint import export_backbone, save_checkpoint
 
 from ._args import build_parser, resolve_recipe
 from ._data import DataBundle, build_data

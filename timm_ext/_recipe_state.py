@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
-from plugins.checkpoint import load_checkpoint
 from plugins.recipe import Recipe
+from plugins.runtime.checkpoint import load_checkpoint
 
 from ._engine import TrainStep, unwrap
 from .cli import UsageError

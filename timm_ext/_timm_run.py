@@ -7,7 +7,7 @@ enters only where the paper's trick is not timm's:
 
 - ``--zero-gamma`` / ``--no-zero-gamma``: the models' ``zero_init_last`` in both directions;
 - ``--bias-decay``: weight decay on every parameter (timm's optimizer factory filters biases and norms);
-- ``--smoothing-form paper``: 1 - eps on the true class and eps/(K-1) on the others (``plugins.losses``);
+- ``--smoothing-form paper``: 1 - eps on the true class and eps/(K-1) on the others (``plugins.tricks.label_smoothing``);
 - ``--dataset fashion_mnist`` / ``fashion_photos``: the built-in real data, offline, through timm's loaders;
 - ``lr_per_step.csv`` and ``lr_curve.png`` (the lr each update used) and ``--export-backbone``.
 
@@ -44,7 +44,7 @@ from timm.task import (
 )
 from timm.utils import NativeScaler
 
-from plugins.checkpoint import export_backbone
+from plugins.runtime.checkpoint import export_backbone
 
 from ._outputs import RunFiles
 from ._timm_data import BUILT_IN, built_in_defaults

@@ -24,7 +24,7 @@ from timm.task import (
 )
 from timm.utils.log import FormatterNoInfo
 
-from plugins.losses import LabelSmoothingCrossEntropy as PaperSmoothingCrossEntropy
+from plugins.tricks.label_smoothing import LabelSmoothingCrossEntropy as PaperSmoothingCrossEntropy
 
 from ._timm_data import BUILT_IN, built_in_dataset
 from ._timm_flags import NOT_RUN, option_strings

@@ -2,7 +2,7 @@
 
 A timm training loop calls ``scheduler.step_update(num_updates)`` after every optimizer update (with the number
 of updates done so far) and ``scheduler.step(epoch)`` at the end of every epoch. :class:`TricksScheduler`
-answers with ``plugins.schedules.lr_factor`` (formulas and paper references there), keeping the project's
+answers with ``plugins.tricks.lr_schedule.lr_factor`` (formulas and paper references there), keeping the project's
 convention: update ``i`` (counted from 1) runs at ``base_lr * factor(i)``. So right after construction every
 group's lr is ``base_lr * factor(1)`` and ``step_update(k)`` sets ``base_lr * factor(k + 1)``, the lr of the
 next update. (timm's own ``CosineLRScheduler`` runs update ``i`` at its ``t = i - 1`` value, which starts the
@@ -16,7 +16,8 @@ from collections.abc import Sequence
 import torch
 from timm.scheduler.scheduler import Scheduler
 
-from plugins.schedules import SCHEDULES, LrSchedule
+from plugins.recipe.plan import LrSchedule
+from plugins.tricks.lr_schedule import SCHEDULES
 
 __all__ = ["TricksScheduler", "create_tricks_scheduler"]
 
@@ -32,7 +33,7 @@ class TricksScheduler(Scheduler):
         optimizer: the optimizer whose groups' ``lr`` is driven.
         total_steps: length of the run in scheduler units (updates, or epochs with ``t_in_epochs=True``).
         warmup_steps: linear warmup length in the same units (default 0, no warmup).
-        schedule: one of ``plugins.schedules.SCHEDULES``: "cosine" (default), "step" or "constant".
+        schedule: one of ``plugins.tricks.lr_schedule.SCHEDULES``: "cosine" (default), "step" or "constant".
         min_lr_ratio: final lr of "cosine" as a fraction of the base lr (default 0.0).
         milestones: "step" decay points in the same units (default (), no decay).
         gamma: "step" decay factor per milestone (default 0.1).
@@ -61,7 +62,7 @@ class TricksScheduler(Scheduler):
 
     @classmethod
     def from_plan(cls, optimizer: torch.optim.Optimizer, plan: LrSchedule, **kwargs) -> TricksScheduler:
-        """The scheduler of a ``plugins.schedules.LrSchedule`` (``Recipe.lr_schedule``)."""
+        """The scheduler of a ``plugins.recipe.plan.LrSchedule`` (``Recipe.lr_schedule``)."""
         return cls(optimizer, plan.total_steps, plan.warmup_steps, plan.schedule, plan.min_lr_ratio,
                    plan.milestones, plan.gamma, **kwargs)
 

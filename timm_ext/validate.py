@@ -13,7 +13,7 @@ import sys
 
 import torch
 
-from plugins.checkpoint import load_checkpoint
+from plugins.runtime.checkpoint import load_checkpoint
 
 from ._args import UsageError, resolve_dataset
 from ._data import DataError, build_data

@@ -30,7 +30,7 @@ def machine() -> str:
 
 def _trace_parser(framework: str):
     def parse(out: Path) -> dict:
-        from plugins.schedules import warmup_cosine_factor
+        from plugins.tricks.lr_schedule import warmup_cosine_factor
 
         csv_path = next(out.rglob("lr_per_step.csv"), None)
         if csv_path is None:

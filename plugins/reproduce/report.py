@@ -8,7 +8,7 @@ import os
 import statistics
 from pathlib import Path
 
-from plugins.lr_record import read_lr_record
+from plugins.runtime.lr_record import read_lr_record
 
 from . import reference
 from .study import STACKED_ROWS, TRANSFER_ROWS, TWEAK_ROWS, cls_stage_name, slug
@@ -260,7 +260,7 @@ def _figures(run_dir: Path, tables: dict, results: dict, seeds) -> list[str]:
             ax.plot(m["steps"], m["lr"], ls, lw=lw,
                     label=f"{fw} (actually applied; max |error| {m['max_abs_error']:.1e})")
         ref = next(iter(traces.values()))
-        ax.plot(ref["steps"], ref["expected"], "k-", lw=0.8, label="plugins.schedules (closed form)")
+        ax.plot(ref["steps"], ref["expected"], "k-", lw=0.8, label="plugins.tricks.lr_schedule (closed form)")
         ax.set_xlabel("update i")
         ax.set_ylabel("learning rate")
         ax.set_title("Warmup + cosine, one recipe, three ecosystems")

@@ -15,12 +15,12 @@ def scenes_root(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def exported_backbone(tmp_path_factory):
-    """(model, path): a tricks_resnet26nd written with plugins.checkpoint.export_backbone, as timm_ext.train does."""
+    """(model, path): a tricks_resnet26nd written with plugins.runtime.checkpoint.export_backbone, as timm_ext.train does."""
     import timm
     import torch
 
     import timm_ext  # noqa: F401  registers tricks_* in timm
-    from plugins.checkpoint import export_backbone
+    from plugins.runtime.checkpoint import export_backbone
 
     torch.manual_seed(123)
     model = timm.create_model("tricks_resnet26nd", pretrained=False, num_classes=10, in_chans=3)

@@ -19,8 +19,8 @@ from torch import nn  # noqa: E402
 
 from d2_ext import add_tricks_config  # noqa: E402
 from d2_ext.backbone import TimmBackbone, build_timm_backbone  # noqa: E402
-from plugins.checkpoint import export_backbone  # noqa: E402
-from plugins.features import TimmFeatures  # noqa: E402
+from plugins.models.features import TimmFeatures  # noqa: E402
+from plugins.runtime.checkpoint import export_backbone  # noqa: E402
 
 MODEL = "resnet18d"  # any timm ResNet; small and fast
 

@@ -16,7 +16,7 @@ from torch import nn  # noqa: E402
 import d2_ext  # noqa: E402
 from d2_ext.check import check_tricks_applied, install_tricks_check, tricks_not_applied  # noqa: E402
 from d2_ext.solver import TricksParamScheduler, WarmupCosineParamScheduler  # noqa: E402
-from plugins.param_groups import no_bias_decay_param_groups  # noqa: E402
+from plugins.tricks.no_bias_decay import no_bias_decay_param_groups  # noqa: E402
 
 MAX_ITER = 20
 

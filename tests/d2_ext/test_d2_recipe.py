@@ -14,7 +14,8 @@ from detectron2.config import get_cfg  # noqa: E402
 
 import d2_ext  # noqa: E402
 from plugins.recipe import Recipe  # noqa: E402
-from plugins.schedules import epochs_to_steps, scale_lr, warmup_cosine_factor, warmup_step_factor  # noqa: E402
+from plugins.recipe.plan import epochs_to_steps
+from plugins.tricks.lr_schedule import scale_lr, warmup_cosine_factor, warmup_step_factor  # noqa: E402
 
 USER_CONFIG = Path(__file__).resolve().parent / "user_configs" / "faster_rcnn_timm_fpn_recipe.yaml"
 
@@ -121,7 +122,7 @@ def test_train_net_recipe_trains_at_the_recipes_lr(user_config, scenes_root, tmp
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     from d2_ext.train_net import cli
-    from plugins.lr_record import read_lr_record
+    from plugins.runtime.lr_record import read_lr_record
 
     names = d2_ext.register_fashion_scenes(scenes_root)
     try:

@@ -11,8 +11,8 @@ from detectron2.solver import build_lr_scheduler, build_optimizer  # noqa: E402
 from torch import nn  # noqa: E402
 
 from d2_ext import Trainer, add_tricks_config  # noqa: E402
-from plugins.param_groups import no_bias_decay_param_groups  # noqa: E402
-from plugins.schedules import scale_lr, warmup_cosine_factor  # noqa: E402
+from plugins.tricks.lr_schedule import scale_lr, warmup_cosine_factor  # noqa: E402
+from plugins.tricks.no_bias_decay import no_bias_decay_param_groups  # noqa: E402
 
 MAX_ITER = 40
 WARMUP = 7

@@ -15,7 +15,7 @@ from detectron2.evaluation import COCOEvaluator  # noqa: E402
 import d2_ext  # noqa: E402
 from d2_ext import Trainer, add_tricks_config, register_fashion_scenes  # noqa: E402
 from d2_ext.roi_heads import LabelSmoothingFastRCNNOutputLayers  # noqa: E402
-from plugins.schedules import warmup_cosine_factor  # noqa: E402
+from plugins.tricks.lr_schedule import warmup_cosine_factor  # noqa: E402
 
 PREFIX = "d2train_scenes"
 MAX_ITER = 3

@@ -25,8 +25,8 @@ import d2_ext  # noqa: E402
 from d2_ext.backbone import TimmBackbone  # noqa: E402
 from d2_ext.roi_heads import LabelSmoothingFastRCNNOutputLayers  # noqa: E402
 from d2_ext.train_net import build_parser, cli  # noqa: E402
-from plugins.param_groups import no_bias_decay_param_groups  # noqa: E402
-from plugins.schedules import scale_lr, warmup_cosine_factor  # noqa: E402
+from plugins.tricks.lr_schedule import scale_lr, warmup_cosine_factor  # noqa: E402
+from plugins.tricks.no_bias_decay import no_bias_decay_param_groups  # noqa: E402
 
 USER_CONFIGS = Path(__file__).resolve().parent / "user_configs"
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -104,7 +104,7 @@ def _cfg(path, output_dir, *extra):
 
 
 def expected_lrs(cfg):
-    """The lr of Detectron2 iterations 0..MAX_ITER-1 from the closed forms of ``plugins.schedules``."""
+    """The lr of Detectron2 iterations 0..MAX_ITER-1 from the closed forms of ``plugins.tricks.lr_schedule``."""
     t, solver = cfg.TRICKS, cfg.SOLVER
     base = (
         scale_lr(solver.BASE_LR, solver.IMS_PER_BATCH, t.BASE_BATCH_SIZE)

@@ -16,7 +16,7 @@ from mmengine.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import mm_ext
-from plugins.checkpoint import export_backbone, load_checkpoint
+from plugins.runtime.checkpoint import export_backbone, load_checkpoint
 
 
 def _backbone(**kwargs):

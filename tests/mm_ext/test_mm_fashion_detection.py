@@ -15,8 +15,8 @@ from mmengine.config import Config
 from mmengine.registry import MODELS, DefaultScope
 
 import mm_ext
-from plugins.checkpoint import load_checkpoint
-from plugins.schedules import warmup_cosine_factor
+from plugins.runtime.checkpoint import load_checkpoint
+from plugins.tricks.lr_schedule import warmup_cosine_factor
 
 CONFIG_DIR = Path(mm_ext.__file__).parent / "configs"
 CONFIGS = ["faster-rcnn_timm-r26nd_fpn_baseline_fashion-scenes.py", "faster-rcnn_timm-r26nd_fpn_tricks_fashion-scenes.py"]

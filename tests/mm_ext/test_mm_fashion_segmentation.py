@@ -15,8 +15,8 @@ from mmengine.config import Config
 
 import mm_ext
 from mm_ext.train import main
-from plugins.checkpoint import load_checkpoint
-from plugins.schedules import warmup_cosine_factor
+from plugins.runtime.checkpoint import load_checkpoint
+from plugins.tricks.lr_schedule import warmup_cosine_factor
 
 CONFIG_DIR = Path(mm_ext.__file__).parent / "configs"
 CONFIGS = ["fcn_timm-r26nd-d8_baseline_fashion-scenes.py", "fcn_timm-r26nd-d8_tricks_fashion-scenes.py"]

@@ -16,7 +16,7 @@ from mmengine.registry import MODELS, DefaultScope
 from mmengine.structures import PixelData
 
 import mm_ext
-from plugins.losses import distillation_loss
+from plugins.tricks.distillation import distillation_loss
 
 TOL = dict(rtol=1e-5, atol=1e-6)
 

@@ -14,7 +14,7 @@ from mmengine.runner import Runner
 from torch import nn
 
 import mm_ext
-from plugins.schedules import scale_lr
+from plugins.tricks.lr_schedule import scale_lr
 
 OPTIMIZER = dict(type="SGD", lr=0.02, momentum=0.9, weight_decay=1e-4, nesterov=True)
 

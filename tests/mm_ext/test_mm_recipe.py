@@ -8,9 +8,10 @@ import pytest
 pytest.importorskip("mmdet")
 
 from mm_ext.train import build_parser, load_config, main  # noqa: E402
-from plugins.lr_record import read_lr_record  # noqa: E402
 from plugins.recipe import Recipe  # noqa: E402
-from plugins.schedules import epochs_to_steps, scale_lr, warmup_cosine_factor  # noqa: E402
+from plugins.recipe.plan import epochs_to_steps
+from plugins.runtime.lr_record import read_lr_record  # noqa: E402
+from plugins.tricks.lr_schedule import scale_lr, warmup_cosine_factor  # noqa: E402
 
 USER_CONFIGS = Path(__file__).resolve().parent / "user_configs"
 

@@ -1,4 +1,4 @@
-"""WarmupCosineLR in a real MMEngine Runner: the lr of every update equals plugins.schedules, also after resume."""
+"""WarmupCosineLR in a real MMEngine Runner: the lr of every update equals plugins.tricks.lr_schedule, also after resume."""
 
 # ruff: noqa: E402  (imports follow pytest.importorskip)
 
@@ -11,7 +11,7 @@ from mmengine.registry import PARAM_SCHEDULERS
 from mmengine.runner import Runner
 
 import mm_ext
-from plugins.schedules import warmup_cosine_factor
+from plugins.tricks.lr_schedule import warmup_cosine_factor
 
 BASE_LR = 0.1
 HEAD_LR_MULT = 0.5  # fc2 gets another base lr: the param groups do not share one

@@ -23,7 +23,7 @@ from mmengine.registry import MODELS, DefaultScope
 from mmengine.runner import Runner
 
 import mm_ext
-from plugins.checkpoint import load_checkpoint
+from plugins.runtime.checkpoint import load_checkpoint
 
 USER_DIR = Path(__file__).with_name("user_configs")
 CONFIG_DIR = Path(mm_ext.__file__).parent / "configs"

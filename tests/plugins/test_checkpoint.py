@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from plugins import checkpoint
-from plugins.checkpoint import (
+from plugins.runtime import checkpoint
+from plugins.runtime.checkpoint import (
     BACKBONE_FORMAT,
     CorruptCheckpointError,
     UnsafeCheckpointError,

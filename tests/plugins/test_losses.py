@@ -2,12 +2,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from plugins.losses import (
-    DistillationLoss,
+from plugins.tricks.distillation import DistillationLoss, distillation_loss
+from plugins.tricks.label_smoothing import (
     LabelSmoothingCrossEntropy,
     _composite_smoothing,
     check_loss_args,
-    distillation_loss,
     label_smoothing_cross_entropy,
     soft_target_cross_entropy,
 )
@@ -246,7 +245,7 @@ def test_check_loss_args_accepts_what_the_losses_accept():
 
 
 def test_uniform_epsilon_gives_the_paper_targets():
-    from plugins.losses import uniform_epsilon
+    from plugins.tricks.label_smoothing import uniform_epsilon
 
     for k, eps in [(2, 0.1), (10, 0.1), (1000, 0.3)]:
         e = uniform_epsilon(eps, k, "paper")

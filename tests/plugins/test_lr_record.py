@@ -1,8 +1,8 @@
-"""plugins.lr_record: the one writer and reader of lr_per_step.csv that all three adapters use."""
+"""plugins.runtime.lr_record: the one writer and reader of lr_per_step.csv that all three adapters use."""
 
 import pytest
 
-from plugins.lr_record import LrRecord, read_lr_record
+from plugins.runtime.lr_record import LrRecord, read_lr_record
 
 
 def test_rows_round_trip_exactly_and_a_resume_keeps_only_the_updates_already_done(tmp_path):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from plugins.mixup import Mixup, mixup, sample_mixup_lambda, smoothed_one_hot
+from plugins.tricks.mixup import Mixup, mixup, sample_mixup_lambda, smoothed_one_hot
 
 K = 10
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from plugins.param_groups import describe_param_groups, no_bias_decay_param_groups
+from plugins.tricks.no_bias_decay import describe_param_groups, no_bias_decay_param_groups
 
 torchvision = pytest.importorskip("torchvision")
 

@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 
 from plugins.recipe import RECIPES_DIR, Recipe
-from plugins.schedules import warmup_cosine_factor
+from plugins.tricks.lr_schedule import warmup_cosine_factor
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))

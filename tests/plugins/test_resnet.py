@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from plugins.resnet import create_resnet, zero_gamma_
+from plugins.tricks.resnet import create_resnet, zero_gamma_
 
 timm = pytest.importorskip("timm")
 

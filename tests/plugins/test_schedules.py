@@ -1,14 +1,15 @@
+import importlib
 import io
 import math
+import sys
 import warnings
 
 import pytest
 import torch
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, MultiStepLR, SequentialLR
 
-from plugins.schedules import (
-    LrSchedule,
-    ScheduleLR,
+from plugins.recipe.plan import LrSchedule, ScheduleLR
+from plugins.tricks.lr_schedule import (
     linear_warmup_factor,
     lr_factor,
     scale_lr,
@@ -216,8 +217,9 @@ def test_lr_schedule_is_validated_once_and_clamps_past_the_end():
 
 @pytest.mark.parametrize("name", ["WarmupCosineLR", "WarmupStepLR"])
 def test_first_release_torch_schedulers_still_import_with_a_deprecation_warning(name):
-    import plugins.schedules as schedules
-
+    sys.modules.pop("plugins.schedules", None)
+    with pytest.warns(DeprecationWarning, match="plugins.schedules is deprecated"):
+        schedules = importlib.import_module("plugins.schedules")  # the first release's path
     with pytest.warns(DeprecationWarning, match=f"plugins.schedules.{name} is deprecated"):
         old = getattr(schedules, name)
     args = (10, 2, 0.1) if name == "WarmupCosineLR" else (10, 2, (5,))
@@ -229,7 +231,7 @@ def test_first_release_torch_schedulers_still_import_with_a_deprecation_warning(
 
 def test_epochs_to_steps_is_the_one_conversion_and_pins_its_rounding():
     from plugins.recipe import Recipe
-    from plugins.schedules import epochs_to_steps
+    from plugins.recipe.plan import epochs_to_steps
 
     # nearest update, halves to even; floating-point products such as 2.3 * 10 = 22.999... still give 23
     cases = [(0.5, 5, 2), (1.5, 5, 8), (2.5, 5, 12), (2.3, 10, 23), (0.1, 30, 3), (3, 7, 21), (0, 9, 0)]

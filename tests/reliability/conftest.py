@@ -74,12 +74,12 @@ def scenes(tmp_path_factory, fashion_mnist):
 
 @pytest.fixture(scope="session")
 def backbone(tmp_path_factory):
-    """A ``backbone.pth`` of tricks_resnet26nd (RGB), written by ``plugins.checkpoint.export_backbone``."""
+    """A ``backbone.pth`` of tricks_resnet26nd (RGB), written by ``plugins.runtime.checkpoint.export_backbone``."""
     pytest.importorskip("timm")
     import timm
 
     import timm_ext  # noqa: F401  (registers tricks_*)
-    from plugins.checkpoint import export_backbone
+    from plugins.runtime.checkpoint import export_backbone
 
     torch.manual_seed(0)
     model = timm.create_model("tricks_resnet26nd", pretrained=False, num_classes=10, in_chans=3)

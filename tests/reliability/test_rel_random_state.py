@@ -1,4 +1,4 @@
-"""plugins.random_state: every stream survives a weights_only checkpoint and continues where it was captured."""
+"""plugins.runtime.random_state: every stream survives a weights_only checkpoint and continues where it was captured."""
 
 import random
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from plugins.random_state import capture_random_state, restore_random_state
+from plugins.runtime.random_state import capture_random_state, restore_random_state
 
 
 def _draws():

@@ -2,8 +2,8 @@ import pytest
 import timm
 import torch
 
-from plugins.checkpoint import export_backbone
-from plugins.features import TimmFeatures
+from plugins.models.features import TimmFeatures
+from plugins.runtime.checkpoint import export_backbone
 
 
 def test_out_indices_channels_and_strides_follow_feature_info():

@@ -7,8 +7,8 @@ import torch
 from timm.models.resnet import Bottleneck
 
 import timm_ext  # noqa: F401  (registers the tricks_* models)
-from plugins import timm_models as tricks_models
-from plugins.features import TimmFeatures
+from plugins.models import timm_models as tricks_models
+from plugins.models.features import TimmFeatures
 
 EXPECTED = sorted(
     f"tricks_resnet{family}{variant}" for family in ("18", "26", "50", "26n", "50n") for variant in "abcd"

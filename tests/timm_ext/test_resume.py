@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from plugins.checkpoint import load_checkpoint
+from plugins.runtime.checkpoint import load_checkpoint
 from timm_ext import train as train_cmd
 
 COMMON = ["--model", "tricks_resnet26nd", "--recipe", "paper", "--epochs", "2", "--warmup-epochs", "0.5", "-b", "32",

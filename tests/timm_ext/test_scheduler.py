@@ -1,4 +1,4 @@
-"""TricksScheduler against plugins.schedules at every update, and against timm's own CosineLRScheduler.
+"""TricksScheduler against plugins.tricks.lr_schedule at every update, and against timm's own CosineLRScheduler.
 
 Convention: update i (from 1) runs at ``base_lr * factor(i)``. A timm loop calls ``step_update(k)`` after k
 updates, so TricksScheduler answers ``factor(k + 1)`` there. timm's CosineLRScheduler (warmup_prefix=True,
@@ -11,7 +11,8 @@ import torch
 from timm.scheduler import CosineLRScheduler
 
 from plugins.recipe import Recipe
-from plugins.schedules import LrSchedule, ScheduleLR, lr_factor
+from plugins.recipe.plan import LrSchedule, ScheduleLR
+from plugins.tricks.lr_schedule import lr_factor
 from timm_ext import TricksScheduler, create_tricks_scheduler
 
 BASE_LRS = (0.4, 0.1)

@@ -173,7 +173,7 @@ def _timm_args(*argv):
 def test_paper_switches_on_timms_run_go_both_ways():
     from timm.loss import LabelSmoothingCrossEntropy as TimmSmoothing
 
-    from plugins.losses import LabelSmoothingCrossEntropy as PaperSmoothing
+    from plugins.tricks.label_smoothing import LabelSmoothingCrossEntropy as PaperSmoothing
     from timm_ext._timm_setup import build_model, build_optimizer, loss_fns
 
     def groups(*argv):
@@ -213,7 +213,7 @@ def test_built_in_data_runs_through_timms_loaders(tmp_path, fashion_mnist):
     assert (resolved.num_classes, resolved.img_size, resolved.in_chans, resolved.crop_pct) == (10, 28, 1, 1.0)
     rows = list(csv.DictReader(open(out / "fm" / "summary.csv")))
     assert len(rows) == 1 and 0.0 <= float(rows[0]["eval_top1"]) <= 100.0
-    from plugins.checkpoint import load_checkpoint
+    from plugins.runtime.checkpoint import load_checkpoint
 
     meta = load_checkpoint(tmp_path / "backbone.pth")["meta"]
     assert (meta["model_name"], meta["num_classes"], meta["in_chans"]) == ("tricks_resnet26nd", 10, 1)

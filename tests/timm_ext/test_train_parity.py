@@ -11,7 +11,7 @@ Where the conventions differ, the comparison maps them:
   update at ``warmup_lr_init``; the paper's update i is ``i / m`` of the lr, which is timm's ``_get_lr(i)``.
   The plain loop therefore calls ``step_update(i)`` before update i.
 - timm's ``Mixup`` draws lambda from NumPy's global generator; the pairing (batch reversed) and the target
-  mixing are the same as ``plugins.mixup``, so the plain loop is handed the lambda that timm_ext.train drew
+  mixing are the same as ``plugins.tricks.mixup``, so the plain loop is handed the lambda that timm_ext.train drew
   for that update (same seeding function). The image mixing differs only in float rounding
   (``x * lam + x.flip(0) * (1 - lam)`` vs ``torch.lerp``).
 """
@@ -25,7 +25,7 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 
 from plugins.data.fashion_mnist import FashionMNIST
-from plugins.mixup import sample_mixup_lambda
+from plugins.tricks.mixup import sample_mixup_lambda
 from timm_ext import train as train_cmd
 from timm_ext._engine import _stream_seed
 

@@ -8,11 +8,11 @@ import timm
 import torch
 import yaml
 
-from plugins.checkpoint import BACKBONE_FORMAT, load_checkpoint
-from plugins.features import TimmFeatures
-from plugins.losses import distillation_loss
-from plugins.mixup import mixup
+from plugins.models.features import TimmFeatures
 from plugins.recipe import Recipe
+from plugins.runtime.checkpoint import BACKBONE_FORMAT, load_checkpoint
+from plugins.tricks.distillation import distillation_loss
+from plugins.tricks.mixup import mixup
 from timm_ext import train as train_cmd
 from timm_ext import validate as validate_cmd
 from timm_ext._engine import TrainStep, _stream_seed, load_teacher

@@ -4,7 +4,7 @@ A :class:`Recipe` is frozen and made of primitives (str, int, float, bool, None,
 hashes, compares and round-trips through yaml and plain dicts. It is validated when built, so an invalid
 recipe never exists. Its defaults are the paper's baseline
 (section 2): ResNet-50-B, SGD with Nesterov momentum 0.9, weight decay 1e-4, batch 256, lr 0.1, 120 epochs,
-lr divided by 10 at epochs 30, 60 and 90, no trick on. Shipped presets live in ``plugins/recipes/*.yaml``.
+lr divided by 10 at epochs 30, 60 and 90, no trick on. Shipped presets live in ``plugins/recipe/presets/*.yaml``.
 """
 
 from __future__ import annotations
@@ -19,11 +19,13 @@ from typing import Any
 
 import yaml
 
-from .schedules import SCHEDULES, LrSchedule, epochs_to_steps, scale_lr
+from plugins.tricks.lr_schedule import SCHEDULES, scale_lr
+
+from .plan import LrSchedule, epochs_to_steps
 
 __all__ = ["RECIPES_DIR", "Recipe"]
 
-RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+RECIPES_DIR = Path(__file__).resolve().parent / "presets"
 
 _VARIANTS = ("a", "b", "c", "d")
 _DEPTHS = (18, 26, 34, 50, 101, 152)
@@ -56,7 +58,7 @@ class Recipe:
     - ``momentum`` (0.9), ``nesterov`` (True), ``weight_decay`` (1e-4).
     - ``no_bias_decay`` (False), ``zero_gamma`` (False), ``amp`` (False).
     - ``label_smoothing`` epsilon in [0, 1) (0.0; the paper's trick: 0.1) and ``label_smoothing_form``
-      ``"paper" | "uniform"`` (``"paper"``, see :mod:`plugins.losses`).
+      ``"paper" | "uniform"`` (``"paper"``, see :mod:`plugins.tricks.label_smoothing`).
     - ``mixup_alpha`` (0.0 = off; the paper's trick: 0.2).
     - ``distill_teacher``: teacher model name or checkpoint path, None = no distillation (default);
       ``distill_temperature`` (20.0).
@@ -221,7 +223,7 @@ class Recipe:
     # ---- presets ----------------------------------------------------------------------------------
     @staticmethod
     def available_presets() -> tuple[str, ...]:
-        """Names of the recipes shipped in ``plugins/recipes/`` (file stems)."""
+        """Names of the recipes shipped in ``plugins/recipe/presets/`` (file stems)."""
         return tuple(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
 
     @classmethod
@@ -262,21 +264,21 @@ class Recipe:
         return scale_lr(self.base_lr, self.batch_size, self.base_batch_size)
 
     def total_steps(self, steps_per_epoch: int) -> int:
-        """Updates of the whole run (:func:`plugins.schedules.epochs_to_steps` of ``epochs``)."""
+        """Updates of the whole run (:func:`plugins.recipe.plan.epochs_to_steps` of ``epochs``)."""
         return epochs_to_steps(self.epochs, _steps_per_epoch(steps_per_epoch))
 
     def warmup_steps(self, steps_per_epoch: int) -> int:
-        """Warmup updates (:func:`plugins.schedules.epochs_to_steps`: nearest update, halves to even)."""
+        """Warmup updates (:func:`plugins.recipe.plan.epochs_to_steps`: nearest update, halves to even)."""
         return epochs_to_steps(self.warmup_epochs, _steps_per_epoch(steps_per_epoch))
 
     def milestone_steps(self, steps_per_epoch: int) -> tuple[int, ...]:
-        """Step-decay milestones in updates (:func:`plugins.schedules.epochs_to_steps` of each)."""
+        """Step-decay milestones in updates (:func:`plugins.recipe.plan.epochs_to_steps` of each)."""
         return tuple(epochs_to_steps(m, _steps_per_epoch(steps_per_epoch)) for m in self.step_milestones)
 
     def lr_schedule(self, steps_per_epoch: int, total_steps: int | None = None) -> LrSchedule:
         """The step plan: this recipe's schedule in updates at ``steps_per_epoch`` updates per epoch.
 
-        Every count comes from :func:`plugins.schedules.epochs_to_steps`. ``total_steps`` replaces the run's
+        Every count comes from :func:`plugins.recipe.plan.epochs_to_steps`. ``total_steps`` replaces the run's
         length where a framework's config decides it (a detector's ``max_iters``), the rest staying in epochs.
         """
         total = self.total_steps(steps_per_epoch) if total_steps is None else total_steps

@@ -1,0 +1,4 @@
+"""What every run needs whatever its framework: checkpoints saved atomically and loaded safely
+(``checkpoint``), the random state of an exact resume (``random_state``), and the lr of every update written
+and read in one format (``lr_record``, ``lr_per_step.csv``).
+"""
