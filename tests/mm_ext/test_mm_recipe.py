@@ -11,9 +11,22 @@ from mm_ext.train import build_parser, load_config, main  # noqa: E402
 from plugins.recipe import Recipe  # noqa: E402
 from plugins.recipe.plan import epochs_to_steps
 from plugins.runtime.lr_record import read_lr_record  # noqa: E402
-from plugins.tricks.lr_schedule import scale_lr, warmup_cosine_factor  # noqa: E402
+from plugins.tricks.lr_schedule import warmup_cosine_factor  # noqa: E402
 
 USER_CONFIGS = Path(__file__).resolve().parent / "user_configs"
+# batch 2 = base_batch_size: MMEngine's auto_scale_lr (lr * 2 / 2) and the recipe's scaled lr are the same float
+RECIPE = "base_batch_size: 2\nbatch_size: 2\nwarmup_epochs: 0.5\nschedule: cosine\nno_bias_decay: true\n"
+
+
+def _assert_the_recipes_lr(recipe_path, lr_csv, total=6, per_epoch=8 // 2):
+    """Every update of both param groups (decay, no decay) ran at the recipe's closed form, to the last bit."""
+    recipe = Recipe.from_yaml(recipe_path)
+    plan = recipe.lr_schedule(per_epoch, total_steps=total)  # the 8 training scenes at batch 2 count the epoch
+    assert plan.warmup_steps == epochs_to_steps(0.5, per_epoch) == 2
+    steps, lrs = read_lr_record(lr_csv)
+    assert steps == list(range(1, total + 1)) and len(lrs) == 2
+    for group in lrs:
+        assert group == [recipe.scaled_lr() * warmup_cosine_factor(i, total, plan.warmup_steps) for i in steps]
 
 
 def test_the_recipe_sets_mmengines_keys_and_cfg_options_win(tmp_path):
@@ -72,18 +85,11 @@ def test_a_step_recipe_becomes_tricks_lr_in_iterations_or_epochs(tmp_path):
 
 @pytest.mark.slow
 def test_training_with_the_recipe_runs_at_its_lr(fashion_argv, tmp_path):
-    (tmp_path / "r.yaml").write_text("warmup_epochs: 0.5\nschedule: cosine\nno_bias_decay: true\n")
+    (tmp_path / "r.yaml").write_text(RECIPE)
     argv = fashion_argv("faster-rcnn_timm-r26nd_fpn_baseline_fashion-scenes.py", tmp_path / "w", max_iters=6,
                         extra=["--recipe", str(tmp_path / "r.yaml")])
     assert main(argv) == 0
-    recipe = Recipe.from_yaml(tmp_path / "r.yaml")
-    warmup = epochs_to_steps(0.5, 8 // 2)  # the 8 training scenes at batch 2 count the epoch
-    steps, lrs = read_lr_record(tmp_path / "w" / "lr_per_step.csv")
-    assert steps == list(range(1, 7)) and len(lrs) == 2  # two param groups: decay and no decay
-    peak = scale_lr(recipe.base_lr, 2, recipe.base_batch_size)  # MMEngine's auto_scale_lr at the real batch
-    for group in lrs:
-        for i, lr in zip(steps, group, strict=True):
-            assert lr == pytest.approx(peak * warmup_cosine_factor(i, 6, warmup), rel=1e-12, abs=0), i
+    _assert_the_recipes_lr(tmp_path / "r.yaml", tmp_path / "w" / "lr_per_step.csv")
 
 
 @pytest.mark.slow
@@ -98,7 +104,7 @@ def test_mmdets_own_tools_train_lays_a_recipe_named_in_the_config(fashion_argv, 
     tools = Path(importlib.util.find_spec("mmdet").origin).parent / ".mim" / "tools" / "train.py"
     if not tools.is_file():
         pytest.skip(f"mmdet is installed without its tools/train.py ({tools})")
-    (tmp_path / "r.yaml").write_text("warmup_epochs: 0.5\nschedule: cosine\nno_bias_decay: true\n")
+    (tmp_path / "r.yaml").write_text(RECIPE)
     base = Path(mm_ext.__file__).parent / "configs" / "faster-rcnn_timm-r26nd_fpn_baseline_fashion-scenes.py"
     user = tmp_path / "my_faster-rcnn_recipe.py"  # a user's config: the shipped one, and the recipe named
     user.write_text(f"_base_ = {str(base)!r}\nrunner_type = 'RecipeRunner'\ntricks_recipe = {str(tmp_path / 'r.yaml')!r}\n"
@@ -112,11 +118,5 @@ def test_mmdets_own_tools_train_lays_a_recipe_named_in_the_config(fashion_argv, 
                             env={**os.environ, "FASHION_SCENES_ROOT": f"{fashion_scenes}/", "PYTHONPATH": str(root)},
                             timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
-    recipe = Recipe.from_yaml(tmp_path / "r.yaml")
-    steps, lrs = read_lr_record(tmp_path / "w" / "lr_per_step.csv")
-    peak, warmup = scale_lr(recipe.base_lr, 2, recipe.base_batch_size), epochs_to_steps(0.5, 8 // 2)
-    assert steps == list(range(1, 7)) and len(lrs) == 2
-    for group in lrs:
-        for i, lr in zip(steps, group, strict=True):
-            assert lr == pytest.approx(peak * warmup_cosine_factor(i, 6, warmup), rel=1e-12, abs=0), i
-    assert Recipe.from_yaml(tmp_path / "w" / "recipe.yaml") == recipe
+    _assert_the_recipes_lr(tmp_path / "r.yaml", tmp_path / "w" / "lr_per_step.csv")
+    assert Recipe.from_yaml(tmp_path / "w" / "recipe.yaml") == Recipe.from_yaml(tmp_path / "r.yaml")
