@@ -104,6 +104,13 @@ def test_inconsistent_combinations():
         validate_tricks_config(cfg)
     with pytest.raises(ValueError, match="add_tricks_config"):
         validate_tricks_config(get_cfg())
+    cfg = _cfg()  # warmup_step decays at Detectron2's own SOLVER.STEPS, which must lie inside the run
+    cfg.TRICKS.LR_SCHEDULE, cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS = "warmup_step", 100, (80, 120)
+    with pytest.raises(ValueError, match=re.escape("cfg.SOLVER.STEPS=(80, 120) is not accepted with "
+                                                   "TRICKS.LR_SCHEDULE='warmup_step'")):
+        validate_tricks_config(cfg)
+    cfg.SOLVER.STEPS = (80, 90)
+    validate_tricks_config(cfg)
 
 
 def test_get_config_file():
