@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -76,6 +77,13 @@ def _atomic_write_json(path: Path, obj) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
     os.replace(tmp, path)
+
+
+def _children_cpu_seconds() -> float:
+    """CPU time (user + system) of the finished child processes: unlike wall time, a stage paused (SIGSTOP) or
+    sharing the cores with other work does not add to it."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _fmt(seconds: float) -> str:
@@ -146,20 +154,20 @@ class Pipeline:
                 argv += self._expand(stage.resume_argv, out)
                 self.echo(f"    resuming the interrupted run in {out}")
             cmd = [self.python, *argv]
-            s0 = time.time()
+            s0, c0 = time.time(), _children_cpu_seconds()
             env = {**os.environ, **dict(zip(stage.env, self._expand(list(stage.env.values()), out), strict=True))}
             with open(out / "stage.log", "a") as log:
                 log.write("$ " + " ".join(cmd) + "\n")
                 log.flush()
                 proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=_PROJECT_ROOT, env=env)
-            dt = time.time() - s0
+            dt, cpu = time.time() - s0, _children_cpu_seconds() - c0
             if proc.returncode != 0:
                 tail = (out / "stage.log").read_text().splitlines()[-25:]
                 raise RuntimeError(f"stage {stage.name!r} failed (exit {proc.returncode}); log: {out / 'stage.log'}\n"
                                    + "\n".join(tail))
             metrics = stage.parse(out) if stage.parse else {}
             _atomic_write_json(marker, {"name": stage.name, "argv": argv, "seconds": round(dt, 1),
-                                        "resumed": resumed, "metrics": metrics})
+                                        "cpu_seconds": round(cpu, 1), "resumed": resumed, "metrics": metrics})
             self.results[stage.name] = metrics
             if resumed:  # only part of its work ran: it would skew the seconds-per-cost rate
                 total_cost -= stage.cost

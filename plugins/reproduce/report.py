@@ -132,8 +132,10 @@ def _efficient_table(rows: dict, amp: bool, preset) -> str:
     return "\n".join(lines) + "\n"
 
 
-def stage_seconds(run_dir: Path, names, stage_dirs: dict[str, Path] | None = None) -> float | None:
-    """Sum of the recorded run times of the named stages, over every invocation that ran one of them.
+def stage_seconds(run_dir: Path, names, stage_dirs: dict[str, Path] | None = None,
+                  key: str = "seconds") -> float | None:
+    """Sum of the recorded run times (``key``: "seconds", wall, or "cpu_seconds") of the named stages, over every
+    invocation that ran one of them.
 
     ``stage_dirs`` maps names to their folders (the pipeline knows them); without it each name's newest finished
     ``stages/<name>-<hash>/`` is used. A resumed stage counts from its resume. None if a stage has no record.
@@ -145,7 +147,7 @@ def stage_seconds(run_dir: Path, names, stage_dirs: dict[str, Path] | None = Non
         else:
             markers = sorted(Path(run_dir, "stages").glob(f"{name}-*/stage.json"), key=lambda p: p.stat().st_mtime)
         try:
-            total += float(json.loads(markers[-1].read_text())["seconds"])
+            total += float(json.loads(markers[-1].read_text())[key])
         except (IndexError, OSError, ValueError, KeyError, TypeError):
             return None
     return total
@@ -156,7 +158,9 @@ def write_report(run_dir: Path, preset, results: dict[str, dict], meta: dict,
     seeds = list(preset.seeds)
     if "stage_time" not in meta:
         spent = stage_seconds(run_dir, sorted(results), stage_dirs)
-        meta = {**meta, "stage_time": None if spent is None else f"{spent / 60:.1f} min"}
+        cpu = stage_seconds(run_dir, sorted(results), stage_dirs, key="cpu_seconds")
+        meta = {**meta, "stage_time": None if spent is None else f"{spent / 60:.1f} min",
+                "stage_cpu_time": None if cpu is None else f"{cpu / 3600:.2f} h"}
     tables = collect(results, seeds, list(preset.transfer_seeds))
     out = {"preset": preset.to_dict(), "meta": meta, "tables": tables, "stages": results}
     tmp = run_dir / "results.json.tmp"
@@ -167,7 +171,9 @@ def write_report(run_dir: Path, preset, results: dict[str, dict], meta: dict,
     md = [f"# Bag of tricks, reproduced small: preset `{preset.name}`", "",
           f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}  ",
           f"Wall time: {meta['wall_time']} (this invocation)"
-          + (f"; stage time, all invocations: {meta['stage_time']}" if meta.get("stage_time") else "") + "  ",
+          + (f"; stage time, all invocations: {meta['stage_time']}" if meta.get("stage_time") else "")
+          + (f" (CPU time of the stages' processes: {meta['stage_cpu_time']}, which pauses and other work on "
+             "the machine do not add to)" if meta.get("stage_cpu_time") else "") + "  ",
           f"Figures are {spread}. Classification: {_DATASET_NAMES.get(preset.dataset, preset.dataset)}, "
           f"{preset.img_size} px, val top-1 (%) of `{preset.model}*` "
           f"({preset.epochs} epochs, {preset.train_subset or 60000} train / {preset.val_subset or 10000} val images). "

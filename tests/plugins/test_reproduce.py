@@ -91,6 +91,13 @@ def test_failed_stage_leaves_no_marker_and_reports_its_log(tmp_path):
     assert not list(tmp_path.rglob("stage.json"))
 
 
+def test_a_stage_records_wall_and_cpu_time_and_idle_time_is_not_cpu(tmp_path):
+    """A stage that waits (as one paused or sharing the cores does) has wall time but almost no CPU time."""
+    Pipeline(tmp_path, [Stage("wait", ["-c", "import time; time.sleep(0.6)"])], echo=lambda *_: None).run()
+    record = json.loads(next(tmp_path.rglob("stage.json")).read_text())
+    assert record["seconds"] >= 0.6 and 0 <= record["cpu_seconds"] < 0.4, record
+
+
 def test_interrupted_stage_resumes_with_its_resume_arguments(tmp_path):
     script = ("import pathlib,sys; out=pathlib.Path(sys.argv[1]); "
               "(out/'partial').write_text('x') if len(sys.argv) == 2 else None; "
