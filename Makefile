@@ -16,9 +16,10 @@ $(STAMP): scripts/install.sh setup.cfg pyproject.toml
 demo: install
 	$(PY) -m plugins.reproduce --preset quick
 
-## the full study (3 seeds, 3 detector seeds per transfer row; estimated 3.5-4 hours on 2 cores, not yet measured)
+## the full study (3 seeds, 3 detector seeds per transfer row; estimated 4 hours on 2 cores); RESUME=DIR continues a
+## run packed elsewhere with `python -m plugins.reproduce --preset full --pack DIR`
 paper: install
-	$(PY) -m plugins.reproduce --preset full
+	$(PY) -m plugins.reproduce --preset full $(if $(RESUME),--resume-from $(RESUME))
 
 ## the whole test suite (CI runs this with CI=true: missing frameworks or data fail instead of skipping)
 test: install
