@@ -11,6 +11,7 @@
 # results/full/stages/cls-cosine-s0-*/backbone.pth). Prints box AP / AP50 and mIoU / pixel accuracy per length.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benchmarks/_transfer_runs.sh
 OUT="${1:-results/transfer_curve}"
 PY=.venv/bin/python
 ITERS="${ITERS:-2400}" LR="${LR:-0.01}"
@@ -21,18 +22,8 @@ mkdir -p "$OUT"
   $PY -m plugins.data.scenes --out "$OUT/scenes" --train 1000 --val 200 --image-size 128 --seed 0 --no-progress
 for iters in $ITERS; do
   run="$OUT/$iters"
-  [ -f "$run/d2/metrics.json" ] || $PY -m d2_ext.train_net \
-      --config-file d2_ext/configs/faster_rcnn_timm_R_26n_D_FPN_baseline_fashion_scenes.yaml --scenes-root "$OUT/scenes" \
-      OUTPUT_DIR "$run/d2" TRICKS.TIMM.CHECKPOINT "$BACKBONE" SOLVER.MAX_ITER "$iters" \
-      SOLVER.STEPS "($((iters * 3 / 4)),$((iters * 9 / 10)))" SOLVER.WARMUP_ITERS $((iters / 10)) \
-      SOLVER.IMS_PER_BATCH 4 SOLVER.BASE_LR "$LR" SOLVER.CHECKPOINT_PERIOD 100000 TEST.EVAL_PERIOD 0 \
-      DATALOADER.NUM_WORKERS 0 MODEL.PIXEL_MEAN "$mean" MODEL.PIXEL_STD "$std" SEED 0 > "$run.d2.log" 2>&1
-  [ -n "$(find "$run/seg" -name scalars.json 2>/dev/null)" ] || FASHION_SCENES_ROOT="$OUT/scenes/" $PY -m mm_ext.train \
-      mm_ext/configs/fcn_timm-r26nd-d8_baseline_fashion-scenes.py --work-dir "$run/seg" --cfg-options \
-      model.backbone.checkpoint="$BACKBONE" train_cfg.max_iters="$iters" train_cfg.val_interval="$iters" \
-      train_dataloader.batch_size=4 optim_wrapper.optimizer.lr="$LR" default_hooks.checkpoint.interval="$iters" \
-      param_scheduler.0.end="$iters" "model.data_preprocessor.mean=${mean// /}" "model.data_preprocessor.std=${std// /}" \
-      randomness.seed=0 > "$run.seg.log" 2>&1
+  d2_transfer "$run/d2" "$OUT/scenes" "$BACKBONE" "$iters" "$LR" "$mean" "$std" "$run.d2.log"
+  seg_transfer "$run/seg" "$OUT/scenes" "$BACKBONE" "$iters" "$LR" "$mean" "$std" "$run.seg.log"
 done
 $PY - "$OUT" $ITERS <<'PYEOF'
 import sys

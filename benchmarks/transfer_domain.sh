@@ -9,6 +9,7 @@
 #   ITERS=1200 LR=0.01 DATASETS=fashion_photos benchmarks/transfer_domain.sh OUT   (the longer schedule)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benchmarks/_transfer_runs.sh
 OUT="${1:-results/transfer_domain}"
 PY=.venv/bin/python
 ITERS="${ITERS:-600}" LR="${LR:-0.005}" DATASETS="${DATASETS:-fashion_mnist fashion_photos}"
@@ -36,18 +37,8 @@ for dataset in $DATASETS; do
   [ -f "$run/cls/backbone.pth" ] || $PY -m timm_ext.train --model tricks_resnet26nd --recipe "$OUT/recipe.yaml" \
       --dataset "$dataset" --in-chans 3 --train-subset 10000 --val-subset 2000 --seed 0 --no-progress \
       --output "$run/cls" --export-backbone "$run/cls/backbone.pth" > "$run.cls.log" 2>&1
-  [ -f "$run/d2/metrics.json" ] || $PY -m d2_ext.train_net \
-      --config-file d2_ext/configs/faster_rcnn_timm_R_26n_D_FPN_baseline_fashion_scenes.yaml --scenes-root "$OUT/scenes" \
-      OUTPUT_DIR "$run/d2" TRICKS.TIMM.CHECKPOINT "$run/cls/backbone.pth" SOLVER.MAX_ITER $ITERS \
-      SOLVER.STEPS "($((ITERS * 3 / 4)),$((ITERS * 9 / 10)))" SOLVER.WARMUP_ITERS $((ITERS / 10)) \
-      SOLVER.IMS_PER_BATCH 4 SOLVER.BASE_LR $LR SOLVER.CHECKPOINT_PERIOD 100000 TEST.EVAL_PERIOD 0 \
-      DATALOADER.NUM_WORKERS 0 MODEL.PIXEL_MEAN "$mean" MODEL.PIXEL_STD "$std" SEED 0 > "$run.d2.log" 2>&1
-  [ -n "$(find "$run/seg" -name scalars.json 2>/dev/null)" ] || FASHION_SCENES_ROOT="$OUT/scenes/" $PY -m mm_ext.train \
-      mm_ext/configs/fcn_timm-r26nd-d8_baseline_fashion-scenes.py --work-dir "$run/seg" --cfg-options \
-      model.backbone.checkpoint="$run/cls/backbone.pth" train_cfg.max_iters=$ITERS train_cfg.val_interval=$ITERS \
-      train_dataloader.batch_size=4 optim_wrapper.optimizer.lr=$LR default_hooks.checkpoint.interval=$ITERS \
-      param_scheduler.0.end=$ITERS "model.data_preprocessor.mean=${mean// /}" "model.data_preprocessor.std=${std// /}" \
-      randomness.seed=0 > "$run.seg.log" 2>&1
+  d2_transfer "$run/d2" "$OUT/scenes" "$run/cls/backbone.pth" "$ITERS" "$LR" "$mean" "$std" "$run.d2.log"
+  seg_transfer "$run/seg" "$OUT/scenes" "$run/cls/backbone.pth" "$ITERS" "$LR" "$mean" "$std" "$run.seg.log"
 done
 $PY - "$OUT" $DATASETS <<'PYEOF'
 import sys
