@@ -19,7 +19,7 @@ from typing import Any
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from plugins.tricks.lr_schedule import SCHEDULES, _check_int, _check_milestones, lr_factor
+from plugins.tricks.lr_schedule import SCHEDULES, _check_int, lr_factor
 
 __all__ = ["LrSchedule", "ScheduleLR", "epochs_to_steps"]
 
@@ -35,7 +35,6 @@ def epochs_to_steps(epochs: float, steps_per_epoch: int) -> int:
     if isinstance(epochs, bool) or not isinstance(epochs, Real) or not math.isfinite(epochs) or epochs < 0:
         raise ValueError(f"epochs must be a finite number >= 0, got {epochs!r}")
     return round(epochs * steps_per_epoch)
-
 
 
 @dataclass(frozen=True)
@@ -67,14 +66,11 @@ class LrSchedule:
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        milestones = tuple(self.milestones) if isinstance(self.milestones, list | tuple) else self.milestones
-        object.__setattr__(self, "milestones", milestones)
-        lr_factor(self.schedule, 1, self.total_steps, self.warmup_steps, self.min_lr_ratio, milestones, self.gamma)
-        if self.schedule == "step":
-            _check_milestones(milestones, self.total_steps)
+        # the factor validates every field this schedule reads (milestones and gamma only for "step")
+        lr_factor(self.schedule, 1, self.total_steps, self.warmup_steps, self.min_lr_ratio, self.milestones, self.gamma)
         for name, kind in (("total_steps", int), ("warmup_steps", int), ("min_lr_ratio", float), ("gamma", float)):
             object.__setattr__(self, name, kind(getattr(self, name)))
-        object.__setattr__(self, "milestones", tuple(int(m) for m in milestones))
+        object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
 
     def factor(self, i: int) -> float:
         """Lr factor of update ``i`` (from 1); updates past ``total_steps`` keep ``factor(total_steps)``."""
