@@ -21,7 +21,8 @@ amp                                    AmpOptimWrapper where CUDA is available
 
 Not applied, and printed: ``epochs``, ``batch_size`` (the config's schedule length and dataloader batch decide),
 ``variant``/``depth`` (``model.backbone.model_name`` decides), mixup and distillation (classification tricks),
-``amp`` without CUDA. The resolved recipe is saved as ``recipe.yaml`` in the work dir and as the config's ``tricks_recipe`` key (so the dumped config records it).
+``amp`` without CUDA. The resolved recipe is saved as ``recipe.yaml`` in the work dir and as the config's
+``tricks_recipe`` key (so the dumped config records it).
 
 The frameworks' own ``tools/train.py``: put ``runner_type = 'RecipeRunner'`` and ``tricks_recipe = 'paper'`` in
 the config (:class:`RecipeRunner`); ``mm_ext.train`` applies such a config's ``tricks_recipe`` too.
