@@ -136,6 +136,9 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.resume_from and not Path(args.resume_from).is_dir():
+        print(f"error: --resume-from {args.resume_from}: not a folder (one written by --pack)", file=sys.stderr)
+        return 2
     run_dir = Path(args.out or Path("results") / preset.name).resolve()
     try:  # build_stages already writes the recipes there
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -165,9 +168,6 @@ def main(argv=None) -> int:
     t0 = time.time()
     pipe = Pipeline(run_dir, stages)
     if args.resume_from:
-        if not Path(args.resume_from).is_dir():
-            print(f"error: --resume-from {args.resume_from}: not a folder", file=sys.stderr)
-            return 2
         restored = pipe.restore(Path(args.resume_from))
         print(f"restored {len(restored)} finished stages from {args.resume_from}")
     try:
