@@ -11,7 +11,7 @@ from pathlib import Path
 from plugins.runtime.lr_record import read_lr_record
 
 from . import reference
-from .study import STACKED_ROWS, TRANSFER_ROWS, TWEAK_ROWS, cls_stage_name, slug
+from .study import RANDOM_ROW, STACKED_ROWS, TRANSFER_ROWS, TWEAK_ROWS, cls_stage_name, slug
 
 # The paper's efficient-training comparison: the same ResNet-B, baseline (float32, batch b, no tricks) against
 # the efficient setting (low precision, batch 4b, linear scaling, warmup, zero gamma, no bias decay).
@@ -110,6 +110,67 @@ def _transfer_caveat(preset) -> str:
             "next row's Δ is what transfer itself is worth here.")
 
 
+# (table, metric, column title) of the transfer columns compared with the backbones' top-1
+TRANSFER_METRICS = [("detection_mmdet", "mAP", "MMDet mAP"), ("detection_d2", "mAP", "Detectron2 AP"),
+                    ("segmentation_mmseg", "mIoU", "FCN mIoU")]
+
+
+def spearman(x: list[float], y: list[float]) -> float | None:
+    """Spearman's rank correlation (ties get their mean rank); None with fewer than 3 pairs or a constant side."""
+    def ranks(v):
+        order = sorted(range(len(v)), key=lambda i: v[i])
+        r = [0.0] * len(v)
+        i = 0
+        while i < len(v):
+            j = i
+            while j + 1 < len(v) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                r[order[k]] = (i + j) / 2 + 1
+            i = j + 1
+        return r
+
+    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        return None
+    return statistics.correlation(ranks(x), ranks(y))
+
+
+def transfer_vs_top1(tables: dict, results: dict, seed: int) -> dict:
+    """Per pre-trained backbone: its classification top-1 (seed ``seed``, the backbone every transfer run used)
+    and the mean transfer metrics; with Spearman's ρ of top-1 against each, ours and the paper's."""
+    rows = [r for r in TRANSFER_ROWS if r != RANDOM_ROW]
+    out = {"rows": {}, "rho": {}, "paper_rho": {}}
+    for r in rows:
+        top1 = results.get(cls_stage_name(r, seed), {}).get("val_top1")
+        values = {title: _stats(tables[t][r][m])[0] if tables[t][r][m] else None for t, m, title in TRANSFER_METRICS}
+        out["rows"][r] = {"top1": top1, **values}
+    paper_top1 = [reference.STACKED_TOP1[r] for r in rows]
+    for t, _, title in TRANSFER_METRICS:
+        pairs = [(v["top1"], v[title]) for v in out["rows"].values() if v["top1"] is not None and v[title] is not None]
+        out["rho"][title] = spearman([a for a, _ in pairs], [b for _, b in pairs]) if len(pairs) == len(rows) else None
+        paper = [reference.DETECTION_MAP[r] if t.startswith("detection") else reference.SEGMENTATION[r][1] for r in rows]
+        out["paper_rho"][title] = spearman(paper_top1, paper)
+    return out
+
+
+def _transfer_vs_top1_section(data: dict, seed: int) -> str:
+    titles = [title for _, _, title in TRANSFER_METRICS]
+    lines = [f"### Does the better classifier transfer better? (backbones of seed {seed})", "",
+             "| backbone | top-1 | " + " | ".join(titles) + " |", "|---|---|" + "---|" * len(titles)]
+    for r, v in data["rows"].items():
+        cells = [f"{v[t]:.2f}" if v[t] is not None else "n/a" for t in ["top1", *titles]]
+        lines.append(f"| {r} | " + " | ".join(cells) + " |")
+
+    def rho(x):
+        return "n/a" if x is None else f"{x:+.2f}"
+
+    lines += ["", "Spearman's rank correlation of top-1 with each transfer metric over these "
+              f"{len(data['rows'])} backbones: " + ", ".join(f"{t} ρ = {rho(data['rho'][t])}" for t in titles)
+              + " (the paper's same rows: " + ", ".join(f"{rho(data['paper_rho'][t])}" for t in titles)
+              + "). With 5 backbones ρ moves in steps of 0.1; only ±1 or near it says much.", ""]
+    return "\n".join(lines)
+
+
 def _efficient_table(rows: dict, amp: bool, preset) -> str:
     ref = reference.EFFICIENT_TRAINING
     low = ("bfloat16 autocast + channels_last (this CPU has bfloat16 units)" if amp
@@ -167,6 +228,7 @@ def write_report(run_dir: Path, preset, results: dict[str, dict], meta: dict,
     tmp.write_text(json.dumps(out, indent=2, sort_keys=True))
     os.replace(tmp, run_dir / "results.json")
     figures = _figures(run_dir, tables, results, seeds)
+    figures += _scatter(run_dir, transfer_vs_top1(tables, results, seeds[0]), tables, seeds[0])
     spread = "mean ± standard deviation over seeds " + str(seeds) if len(seeds) > 1 else f"one seed ({seeds[0]})"
     md = [f"# Bag of tricks, reproduced small: preset `{preset.name}`", "",
           f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}  ",
@@ -199,6 +261,7 @@ def write_report(run_dir: Path, preset, results: dict[str, dict], meta: dict,
                  [("mAP", "AP"), ("mAP50", "AP50")], reference.DETECTION_MAP),
           _table("Transfer: FCN, MMSegmentation (pixel accuracy %, mIoU %)", tables["segmentation_mmseg"],
                  [("pixel_acc", "pixel acc"), ("mIoU", "mIoU")], reference.SEGMENTATION, 0),
+          _transfer_vs_top1_section(transfer_vs_top1(tables, results, preset.seeds[0]), preset.seeds[0]),
           "## Figures", ""]
     md += [f"![{name}]({name})" for name in figures]
     (run_dir / "report.md.tmp").write_text("\n".join(md) + "\n")
@@ -276,6 +339,41 @@ def _figures(run_dir: Path, tables: dict, results: dict, seeds) -> list[str]:
         plt.close(fig)
         names.append("lr_curves.png")
     return names
+
+
+def _scatter(run_dir: Path, data: dict, tables: dict, seed: int) -> list[str]:
+    """transfer_vs_top1.png: each transfer metric (mean ± sd over detector seeds) against the backbone's top-1,
+    with the random-init control as a dashed line."""
+    rows = {r: v for r, v in data["rows"].items() if v["top1"] is not None}
+    if not rows or all(v[t] is None for v in rows.values() for _, _, t in TRANSFER_METRICS):
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(TRANSFER_METRICS), figsize=(11, 3.4))
+    for ax, (table, metric, title) in zip(axes, TRANSFER_METRICS, strict=True):
+        for r, v in rows.items():
+            values = tables[table][r][metric]
+            if not values:
+                continue
+            mean, sd = _stats(values)
+            ax.errorbar(v["top1"], mean, yerr=sd if len(values) > 1 else None, fmt="o", capsize=3)
+            ax.annotate(r, (v["top1"], mean), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        control = tables[table][RANDOM_ROW][metric]
+        if control:
+            ax.axhline(_stats(control)[0], color="grey", ls="--", lw=1, label=f"{RANDOM_ROW} (no transfer)")
+            ax.legend(fontsize=7, loc="best")
+        rho = data["rho"][title]
+        ax.set_title(f"{title}" + (f" (ρ = {rho:+.2f})" if rho is not None else ""), fontsize=9)
+        ax.set_xlabel(f"backbone val top-1 (%, seed {seed})", fontsize=8)
+    axes[0].set_ylabel("transfer metric (%)", fontsize=8)
+    fig.suptitle("Does the better classifier transfer better?", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(run_dir / "transfer_vs_top1.png", dpi=120)
+    plt.close(fig)
+    return ["transfer_vs_top1.png"]
 
 
 def read_lr_csv(path: Path) -> tuple[list[int], list[float]]:

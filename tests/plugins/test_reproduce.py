@@ -356,3 +356,46 @@ def test_classification_stages_resume_and_students_depend_on_their_teacher(tmp_p
         for student in (f"cls-distillation-s{seed}", f"cls-distillation-mixup-s{seed}"):
             assert stages[student].deps == [f"cls-teacher-s{seed}"]
         assert stages[f"cls-cosine-s{seed}"].deps == []
+
+
+def test_spearman_against_hand_values():
+    from plugins.reproduce.report import spearman
+
+    assert spearman([1, 2, 3, 4, 5], [10, 20, 30, 40, 50]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4, 5], [5, 4, 3, 2, 1]) == pytest.approx(-1.0)
+    # ranks x 1..5, y (2, 1, 4, 3, 5): d^2 = 1+1+1+1+0 = 4, rho = 1 - 6*4/(5*24) = 0.8
+    assert spearman([1, 2, 3, 4, 5], [2, 1, 4, 3, 5]) == pytest.approx(0.8)
+    # a tie shares its mean rank: y ranks (1.5, 1.5, 3, 4, 5)
+    assert spearman([1, 2, 3, 4, 5], [7, 7, 8, 9, 10]) == pytest.approx(statistics_corr([1, 2, 3, 4, 5],
+                                                                                        [1.5, 1.5, 3, 4, 5]))
+    assert spearman([1, 2], [1, 2]) is None and spearman([1, 1, 1], [1, 2, 3]) is None
+
+
+def statistics_corr(a, b):
+    import statistics
+
+    return statistics.correlation(a, b)
+
+
+def test_report_sets_transfer_against_top1_with_ranks(tmp_path):
+    """The section and figure on the paper's transfer claim: each backbone's top-1 beside its mean transfer
+    metric, and Spearman's ρ; here detection rises with top-1 (ρ = +1) and segmentation falls (ρ = -1)."""
+    p = get_preset("full")
+    rows = [r for r in TRANSFER_ROWS if r != RANDOM_ROW]
+    results = {}
+    for k, r in enumerate(rows):
+        for s in p.seeds:
+            results[cls_stage_name(r, s)] = {"val_top1": 60.0 + k + s, "curve": [50.0]}
+        for s in p.transfer_seeds:
+            results[f"det-mmdet-{slug(r)}-s{s}"] = {"coco/bbox_mAP": 10.0 + k + 0.1 * s, "coco/bbox_mAP_50": 20.0}
+            results[f"det-d2-{slug(r)}-s{s}"] = {"bbox/AP": 11.0 + k, "bbox/AP50": 21.0}
+            results[f"seg-mmseg-{slug(r)}-s{s}"] = {"mIoU": 30.0 - k, "aAcc": 80.0}
+    for s in p.transfer_seeds:
+        results[f"det-d2-{slug(RANDOM_ROW)}-s{s}"] = {"bbox/AP": 5.0, "bbox/AP50": 9.0}
+    write_report(tmp_path, p, results, {"command": "c", "machine": "m", "wall_time": "1 min"})
+    md = (tmp_path / "report.md").read_text()
+    assert "| + cosine | 62.00 | 12.10 | 13.00 | 28.00 |" in md  # top-1 of seed 0; means over detector seeds
+    assert "MMDet mAP ρ = +1.00, Detectron2 AP ρ = +1.00, FCN mIoU ρ = -1.00" in md
+    # the paper: top-1 ranks 1..5 in row order, mIoU ranks (1, 4, 5, 2, 3): sum d^2 = 16, 1 - 6*16/120 = +0.20
+    assert "(the paper's same rows: +1.00, +1.00, +0.20)" in md
+    assert (tmp_path / "transfer_vs_top1.png").stat().st_size > 1000
