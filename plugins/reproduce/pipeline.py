@@ -186,7 +186,8 @@ class Pipeline:
 
         Kept: every file of at most ``max_bytes`` that is not a checkpoint (``stage.json``, logs, metrics, csv
         records), and any file an unfinished stage still reads through ``{dep:NAME}/<file>`` (a backbone to
-        transfer), whatever its size. Returns (stages packed, bytes written).
+        transfer), whatever its size. A stage packed before is replaced whole. Returns (stages packed, bytes
+        written).
         """
         dest = Path(dest)
         finished = {s.name for s in self.finished()}
@@ -204,13 +205,21 @@ class Pipeline:
             src = self._dirs[stage.name]
             files = [f for f in sorted(src.rglob("*")) if f.is_file() and (f in needed or (
                 f.suffix not in _CHECKPOINT_SUFFIXES and f.stat().st_size <= max_bytes))]
+            # built aside, then swapped in: a stage packed again loses what is no longer needed (a backbone
+            # whose transfers have all finished), and an interrupted pack leaves the previous one whole
+            staging = dest / (src.name + ".packing")
+            shutil.rmtree(staging, ignore_errors=True)
             for f in files:
-                target = dest / src.name / f.relative_to(src)
+                target = staging / f.relative_to(src)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_name(target.name + ".tmp")
-                shutil.copyfile(f, tmp)
-                os.replace(tmp, target)
+                shutil.copyfile(f, target)
                 n_bytes += f.stat().st_size
+            staging.mkdir(parents=True, exist_ok=True)
+            old = dest / (src.name + ".old")
+            if (dest / src.name).exists():
+                os.replace(dest / src.name, old)
+            os.replace(staging, dest / src.name)
+            shutil.rmtree(old, ignore_errors=True)
             n_stages += 1
         return n_stages, n_bytes
 
