@@ -54,7 +54,7 @@ class Recipe:
       ``scale_lr(base_lr, batch_size, base_batch_size)`` (linear scaling, paper 3.1).
     - ``epochs`` (120); ``warmup_epochs`` of linear warmup (0; the paper's trick: 5).
     - ``schedule``: ``"step" | "cosine" | "constant"`` (``"step"``); ``step_milestones`` in epochs
-      ((30, 60, 90)) and ``step_gamma`` (0.1) for ``"step"``; ``min_lr_ratio`` (0.0) for ``"cosine"``.
+      ((30, 60, 90); fractions of an epoch allowed, as a detector's schedule needs) and ``step_gamma`` (0.1) for ``"step"``; ``min_lr_ratio`` (0.0) for ``"cosine"``.
     - ``momentum`` (0.9), ``nesterov`` (True), ``weight_decay`` (1e-4).
     - ``no_bias_decay`` (False), ``zero_gamma`` (False), ``amp`` (False).
     - ``label_smoothing`` epsilon in [0, 1) (0.0; the paper's trick: 0.1) and ``label_smoothing_form``
@@ -73,7 +73,7 @@ class Recipe:
     epochs: int = 120
     warmup_epochs: float = 0
     schedule: str = "step"
-    step_milestones: tuple[int, ...] = (30, 60, 90)
+    step_milestones: tuple[float, ...] = (30, 60, 90)
     step_gamma: float = 0.1
     min_lr_ratio: float = 0.0
     momentum: float = 0.9
@@ -144,9 +144,9 @@ class Recipe:
         choice("schedule", SCHEDULES)
         milestones = self.step_milestones
         if not isinstance(milestones, tuple) or not all(
-            isinstance(m, Integral) and not isinstance(m, bool) for m in milestones
+            isinstance(m, Real) and not isinstance(m, bool) and math.isfinite(m) for m in milestones
         ):
-            fail("step_milestones", "a list of integers (epochs)")
+            fail("step_milestones", "a list of numbers (epochs)")
         if any(a >= b for a, b in zip(milestones, milestones[1:])):
             fail("step_milestones", "strictly increasing")
         if self.schedule == "step" and any(not 0 < m <= self.epochs for m in milestones):

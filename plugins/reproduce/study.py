@@ -7,7 +7,7 @@ Classification (timm_ext on Fashion-MNIST):
 Transfer (the exported backbone of B-standard, D-efficient, + cosine, + label smoothing, + mixup, and a
   randomly initialised ResNet-D as the control): Faster R-CNN in MMDetection and Detectron2 (box mAP) and FCN in
   MMSegmentation (pixel accuracy, mIoU) on the fashion scenes, with the detector/segmenter recipe held fixed so
-  that only the backbone changes; one run per detector seed, all from the first classification seed's backbones.
+  that only the backbone changes (recipe files, :func:`transfer_recipes`, which each adapter lays over its config); one run per detector seed, all from the first classification seed's backbones.
 
 The classification data are the fashion photos (``plugins.data.fashion_photos``: Fashion-MNIST items rendered
 on photo crops exactly as the scenes render them), so that pre-training and transfer share a domain, as
@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import statistics
 from pathlib import Path
 
@@ -144,41 +145,62 @@ def parse_d2(out: Path) -> dict:
     return found
 
 
-def _mmdet_options(p: Preset) -> list[str]:
-    """The detector schedule of the shipped config (warmup, x0.1 at 75% and 90%), sized by the preset."""
-    iters = p.det_iters
-    warm, steps = max(1, iters // 10), [round(iters * 0.75), round(iters * 0.9)]
-    return [f"train_cfg.max_iters={iters}", f"train_cfg.val_interval={iters}", *_mm_common(p),
-            f"default_hooks.checkpoint.interval={iters}", f"param_scheduler.0.end={warm}",
-            f"param_scheduler.1.end={iters}", f"param_scheduler.1.milestones=[{steps[0]},{steps[1]}]"]
+def transfer_iters_per_epoch(p: Preset) -> int:
+    """One epoch of the detectors and the segmenter: the scenes' training images / ``transfer_batch``."""
+    return max(1, p.scenes_train // p.transfer_batch)
 
 
-def _mm_common(p: Preset) -> list[str]:
+def transfer_recipes(p: Preset) -> dict[str, dict]:
+    """The detector and segmenter recipes (``plugins.recipe.Recipe`` fields), held fixed over every backbone and
+    given to the three adapters as files, which convert their epochs (of :func:`transfer_iters_per_epoch`
+    iterations) with the one rule. The run length is each framework's own key (``det_iters`` / ``seg_iters``).
+
+    detector:  the shipped configs' schedule: linear warmup over the first 10 % (the paper's ``i / m``, where the
+               frameworks' own warmup starts from 0.001 of the lr), lr x0.1 at 75 % and 90 %, SGD momentum 0.9,
+               weight decay 1e-4 on every parameter;
+    segmenter: MMSegmentation's SGD (momentum 0.9, weight decay 5e-4) with the recipe schedule nearest to the
+               shipped config's poly decay to 0.01 of the lr: cosine to ``min_lr_ratio=0.01``, no warmup.
+    """
+    per_epoch = transfer_iters_per_epoch(p)
+
+    def epochs(iters: int) -> float:  # exact enough that epochs_to_steps gives back ``iters``
+        return round(iters / per_epoch, 6)
+
+    common = dict(base_lr=p.transfer_lr, base_batch_size=p.transfer_batch, batch_size=p.transfer_batch,
+                  momentum=0.9, nesterov=False, no_bias_decay=False, zero_gamma=False, label_smoothing=0.0,
+                  amp=False)
+    det = {**common, "epochs": math.ceil(p.det_iters / per_epoch), "weight_decay": 1e-4,
+           "warmup_epochs": epochs(max(1, p.det_iters // 10)), "schedule": "step",
+           "step_milestones": [epochs(round(p.det_iters * 0.75)), epochs(round(p.det_iters * 0.9))],
+           "step_gamma": 0.1}
+    seg = {**common, "epochs": math.ceil(p.seg_iters / per_epoch), "weight_decay": 5e-4, "warmup_epochs": 0,
+           "schedule": "cosine", "min_lr_ratio": 0.01}
+    return {"detector": det, "segmenter": seg}
+
+
+def _mm_options(p: Preset, iters: int) -> list[str]:
+    """The run's length, batch and input statistics: the config's own keys (the recipe has the rest)."""
     mean, std = PIXEL_STATS[p.dataset]
-    return [f"train_dataloader.batch_size={p.transfer_batch}", f"optim_wrapper.optimizer.lr={p.transfer_lr}",
+    return [f"train_cfg.max_iters={iters}", f"train_cfg.val_interval={iters}",
+            f"train_dataloader.batch_size={p.transfer_batch}", f"default_hooks.checkpoint.interval={iters}",
             f"model.data_preprocessor.mean={mean}", f"model.data_preprocessor.std={std}"]
 
 
-def _mmseg_options(p: Preset) -> list[str]:
-    """The segmenter schedule of the shipped config (poly decay), sized by the preset."""
-    iters = p.seg_iters
-    return [f"train_cfg.max_iters={iters}", f"train_cfg.val_interval={iters}", *_mm_common(p),
-            f"default_hooks.checkpoint.interval={iters}", f"param_scheduler.0.end={iters}"]
-
-
 def _d2_options(p: Preset) -> list[str]:
-    """Detectron2's run matched to the MMDetection one: the same lr, batch, warmup and decay points."""
+    """Detectron2's run matched to the MMDetection one: its length, batch and input statistics (the recipe has
+    the rest)."""
     iters = p.det_iters
-    steps = f"({round(iters * 0.75)},{round(iters * 0.9)})"
     mean, std = PIXEL_STATS[p.dataset]
-    return ["SOLVER.MAX_ITER", str(iters), "SOLVER.STEPS", steps, "SOLVER.WARMUP_ITERS", str(max(1, iters // 10)),
-            "SOLVER.IMS_PER_BATCH", str(p.transfer_batch), "SOLVER.BASE_LR", str(p.transfer_lr),
+    return ["SOLVER.MAX_ITER", str(iters), "SOLVER.IMS_PER_BATCH", str(p.transfer_batch),
+            "TRICKS.ITERS_PER_EPOCH", str(transfer_iters_per_epoch(p)),
             "SOLVER.CHECKPOINT_PERIOD", str(iters), "TEST.EVAL_PERIOD", "0", "DATALOADER.NUM_WORKERS", "0",
             "MODEL.PIXEL_MEAN", str(mean), "MODEL.PIXEL_STD", str(std)]
 
 
 def build_stages(p: Preset, run_dir: Path) -> list[Stage]:
     rec = recipes(p)
+    transfer = {k: _write_recipe(run_dir, k, v) for k, v in transfer_recipes(p).items()}
+    per_epoch = ["--recipe-iters-per-epoch", str(transfer_iters_per_epoch(p))]
     stages: list[Stage] = []
     common = ["--dataset", p.dataset, "--img-size", str(p.img_size), "--in-chans", "3",
               "--train-subset", str(p.train_subset),
@@ -234,23 +256,25 @@ def build_stages(p: Preset, run_dir: Path) -> list[Stage]:
             d2_ckpt = "" if src is None else mm_ckpt
             stages.append(Stage(
                 name=f"det-mmdet-{slug(row)}-{s}",
-                argv=["-m", "mm_ext.train", MMDET_CONFIG, "--work-dir", "{out}", "--cfg-options",
-                      f"model.backbone.model_name={model}", f"model.backbone.checkpoint={mm_ckpt}",
-                      *_mmdet_options(p), f"randomness.seed={seed}"],
+                argv=["-m", "mm_ext.train", MMDET_CONFIG, "--work-dir", "{out}", "--recipe", transfer["detector"],
+                      *per_epoch, "--cfg-options", f"model.backbone.model_name={model}",
+                      f"model.backbone.checkpoint={mm_ckpt}", *_mm_options(p, p.det_iters),
+                      f"randomness.seed={seed}"],
                 deps=deps, parse=parse_mm, cost=25 + p.det_iters * p.transfer_batch * 0.07,
                 env={"FASHION_SCENES_ROOT": data + "/"}, sources=MM_SOURCES))
             stages.append(Stage(
                 name=f"det-d2-{slug(row)}-{s}",
                 argv=["-m", "d2_ext.train_net", "--config-file", D2_CONFIG, "--scenes-root", data,
-                      "OUTPUT_DIR", "{out}", "TRICKS.TIMM.MODEL_NAME", model, "TRICKS.TIMM.CHECKPOINT", d2_ckpt,
+                      "--recipe", transfer["detector"], "OUTPUT_DIR", "{out}", "TRICKS.TIMM.MODEL_NAME", model, "TRICKS.TIMM.CHECKPOINT", d2_ckpt,
                       *_d2_options(p), "SEED", str(seed)],
                 deps=deps, parse=parse_d2, cost=12 + p.det_iters * p.transfer_batch * 0.065,
                 sources=D2_SOURCES))
             stages.append(Stage(
                 name=f"seg-mmseg-{slug(row)}-{s}",
-                argv=["-m", "mm_ext.train", MMSEG_CONFIG, "--work-dir", "{out}", "--cfg-options",
-                      f"model.backbone.model_name={model}", f"model.backbone.checkpoint={mm_ckpt}",
-                      *_mmseg_options(p), f"randomness.seed={seed}"],
+                argv=["-m", "mm_ext.train", MMSEG_CONFIG, "--work-dir", "{out}", "--recipe", transfer["segmenter"],
+                      *per_epoch, "--cfg-options", f"model.backbone.model_name={model}",
+                      f"model.backbone.checkpoint={mm_ckpt}", *_mm_options(p, p.seg_iters),
+                      f"randomness.seed={seed}"],
                 deps=deps, parse=parse_mm, cost=20 + p.seg_iters * p.transfer_batch * 0.062,
                 env={"FASHION_SCENES_ROOT": data + "/"}, sources=MM_SOURCES))
     return stages

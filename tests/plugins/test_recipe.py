@@ -134,6 +134,9 @@ INVALID = [
     ("step_milestones", (30, 130)),
     ("step_milestones", (60, 30)),
     ("step_milestones", 30),
+    ("step_milestones", (float("nan"),)),
+    ("step_milestones", ("30",)),
+    ("step_milestones", (True,)),
     ("step_gamma", 0.0),
     ("min_lr_ratio", 1.5),
     ("momentum", 1.0),
@@ -159,6 +162,17 @@ def test_each_invalid_field_is_rejected_with_its_name(field, value):
     assert repr(value) in str(info.value)
     with pytest.raises(ValueError, match=field):
         Recipe.from_dict({**Recipe().to_dict(), field: list(value) if isinstance(value, tuple) else value})
+
+
+def test_fractional_milestones_are_epochs_converted_with_the_one_rounding_rule(tmp_path):
+    # a detector's schedule: 800 iterations of 250 per epoch, decay at 75 % and 90 % of the run
+    (tmp_path / "det.yaml").write_text("schedule: step\nepochs: 4\nstep_milestones: [2.4, 2.88]\nwarmup_epochs: 0.32\n")
+    r = Recipe.load(str(tmp_path / "det.yaml"))
+    assert r.step_milestones == (2.4, 2.88)
+    plan = r.lr_schedule(250, total_steps=800)
+    assert (plan.milestones, plan.warmup_steps, plan.total_steps) == ((600, 720), 80, 800)
+    assert r.milestone_steps(5) == (12, 14)  # 2.4 * 5 = 12; 2.88 * 5 = 14.4 -> 14
+    assert Recipe.from_yaml(r.to_yaml()) == r
 
 
 def test_nesterov_needs_momentum():

@@ -400,3 +400,32 @@ def test_report_sets_transfer_against_top1_with_ranks(tmp_path):
     # the paper: top-1 ranks 1..5 in row order, mIoU ranks (1, 4, 5, 2, 3): sum d^2 = 16, 1 - 6*16/120 = +0.20
     assert "(the paper's same rows: +1.00, +1.00, +0.20)" in md
     assert (tmp_path / "transfer_vs_top1.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("preset", ["quick", "full"])
+def test_transfer_stages_give_every_adapter_the_same_recipe_file(tmp_path, preset):
+    """The detectors and the segmenter get recipe files, not converted numbers: one file for the three detector
+    stages of every row and seed, one for the segmenter, whose plans at the scenes' epoch are the intended
+    schedules in iterations."""
+    from plugins.recipe import Recipe
+    from plugins.recipe.plan import LrSchedule
+    from plugins.reproduce.study import transfer_iters_per_epoch
+
+    p = get_preset(preset)
+    used = {"det": set(), "seg": set()}
+    for st in build_stages(p, tmp_path):
+        if not st.name.startswith(("det-", "seg-")):
+            continue
+        spec = st.argv[st.argv.index("--recipe") + 1]
+        assert spec.startswith("{run}/recipes/"), spec
+        used[st.name[:3]].add(spec)
+        text = " ".join(st.argv)
+        for converted in ("lr=", "param_scheduler", "SOLVER.BASE_LR", "SOLVER.STEPS", "WARMUP"):
+            assert converted not in text, (st.name, converted)
+    assert len(used["det"]) == len(used["seg"]) == 1 and used["det"] != used["seg"]
+    det, seg = (Recipe.load(next(iter(used[k])).replace("{run}", str(tmp_path))) for k in ("det", "seg"))
+    per_epoch, n = transfer_iters_per_epoch(p), p.det_iters
+    assert det.lr_schedule(per_epoch, total_steps=n) == LrSchedule(
+        "step", n, n // 10, milestones=(round(0.75 * n), round(0.9 * n)), gamma=0.1)
+    assert seg.lr_schedule(per_epoch, total_steps=p.seg_iters) == LrSchedule("cosine", p.seg_iters, 0, 0.01)
+    assert det.scaled_lr() == seg.scaled_lr() == p.transfer_lr
