@@ -27,6 +27,8 @@ _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _SOURCE_PACKAGES = ("plugins", "timm_ext", "mm_ext", "d2_ext")
 PACK_MAX_BYTES = 1_000_000
 _CHECKPOINT_SUFFIXES = {".pth", ".pt", ".pkl", ".ckpt"}
+# MMEngine dumps the resolved config as Python next to its log (which prints it too): a copy, not a record
+_NOT_PACKED_SUFFIXES = _CHECKPOINT_SUFFIXES | {".py", ".pyc"}
 
 
 def source_hash(package: str) -> str:
@@ -184,8 +186,8 @@ class Pipeline:
     def pack(self, dest: Path, max_bytes: int = PACK_MAX_BYTES) -> tuple[int, int]:
         """Copies the finished stages' records into ``dest/<name>-<hash>/``, so that a run can span machines.
 
-        Kept: every file of at most ``max_bytes`` that is not a checkpoint (``stage.json``, logs, metrics, csv
-        records), and any file an unfinished stage still reads through ``{dep:NAME}/<file>`` (a backbone to
+        Kept: every file of at most ``max_bytes`` that is not a checkpoint or a Python config dump (``stage.json``,
+        logs, metrics, csv records), and any file an unfinished stage still reads through ``{dep:NAME}/<file>`` (a backbone to
         transfer), whatever its size. A stage packed before is replaced whole. Returns (stages packed, bytes
         written).
         """
@@ -204,7 +206,7 @@ class Pipeline:
                 continue
             src = self._dirs[stage.name]
             files = [f for f in sorted(src.rglob("*")) if f.is_file() and (f in needed or (
-                f.suffix not in _CHECKPOINT_SUFFIXES and f.stat().st_size <= max_bytes))]
+                f.suffix not in _NOT_PACKED_SUFFIXES and f.stat().st_size <= max_bytes))]
             # built aside, then swapped in: a stage packed again loses what is no longer needed (a backbone
             # whose transfers have all finished), and an interrupted pack leaves the previous one whole
             staging = dest / (src.name + ".packing")

@@ -125,7 +125,7 @@ def test_a_packed_run_continues_on_another_machine_where_it_stopped(tmp_path):
     counter = tmp_path / "runs.txt"
     count = ("c=pathlib.Path(sys.argv[-1]); c.write_text(c.read_text()+out.name[:2]+' ' if c.exists() else "
              "out.name[:2]+' '); ")
-    big = "(out/'log.txt').write_text('x'*2000); (out/'ckpt.pth').write_bytes(b'w'*64); "
+    big = "(out/'log.txt').write_text('x'*2000); (out/'ckpt.pth').write_bytes(b'w'*64); (out/'cfg.py').write_text('a=1'); "
     a = _writer_stage("a", count + big)
     a.argv.append(str(counter))
     b = Stage("b", ["-c", "import pathlib,sys; assert pathlib.Path(sys.argv[1]).read_bytes() == b'w'*64",
@@ -137,6 +137,7 @@ def test_a_packed_run_continues_on_another_machine_where_it_stopped(tmp_path):
     packed = {p.relative_to(pack).as_posix().split("/", 1)[1] for p in pack.rglob("*") if p.is_file()}
     assert n == 1 and "ckpt.pth" in packed and "stage.json" in packed and "stage.log" in packed
     assert "log.txt" not in packed, "files over max_bytes are records nobody reads: left out"
+    assert "cfg.py" not in packed, "config dumps are copies of what the log prints: left out"
     pipe = Pipeline(run2, [a, b, c], echo=lambda *_: None)
     assert pipe.restore(pack) == ["a"]
     res = pipe.run()
