@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from .report import read_lr_csv, write_report
 from .study import D2_SOURCES, MM_SOURCES, TIMM_SOURCES, build_stages, low_precision
 
 TRACE_STEPS, TRACE_WARMUP, TRACE_LR = 60, 20, 0.02
+PACKAGES = ("plugins", "timm_ext", "mm_ext", "d2_ext")
 
 
 def machine() -> str:
@@ -26,6 +28,20 @@ def machine() -> str:
     cpu = platform.processor() or platform.machine()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return f"{os.cpu_count()} CPU cores ({cpu}), {gpu}, Python {platform.python_version()}, torch {torch.__version__}"
+
+
+def source_commit() -> str | None:
+    """The checkout's commit (short), with ``+ uncommitted changes`` when the packages differ from it; None outside
+    a git checkout. The report names it, so that a published run says which code made it."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", *PACKAGES],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + (" + uncommitted changes" if dirty else "")
 
 
 def _trace_parser(framework: str):
@@ -185,7 +201,7 @@ def main(argv=None) -> int:
         return 0
     wall = time.time() - t0
     meta = {"command": command.strip(), "machine": machine(), "wall_time": f"{wall / 60:.1f} min",
-            "low_precision": low_precision()}
+            "low_precision": low_precision(), "commit": source_commit()}
     report = write_report(run_dir, preset, results, meta, {s.name: pipe.stage_dir(s.name) for s in stages})
     print(report.read_text())
     print(f"report: {report}")

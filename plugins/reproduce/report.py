@@ -231,7 +231,8 @@ def write_report(run_dir: Path, preset, results: dict[str, dict], meta: dict,
     figures += _scatter(run_dir, transfer_vs_top1(tables, results, seeds[0]), tables, seeds[0])
     spread = "mean ± standard deviation over seeds " + str(seeds) if len(seeds) > 1 else f"one seed ({seeds[0]})"
     md = [f"# Bag of tricks, reproduced small: preset `{preset.name}`", "",
-          f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}  ",
+          f"Command: `{meta['command']}`" + (f" at commit {meta['commit']}" if meta.get("commit") else "") + "  ",
+          f"Machine: {meta['machine']}  ",
           f"Wall time: {meta['wall_time']} (this invocation)"
           + (f"; stage time, all invocations: {meta['stage_time']}" if meta.get("stage_time") else "")
           + (f" (CPU time of the stages' processes: {meta['stage_cpu_time']}, which pauses and other work on "

@@ -430,3 +430,15 @@ def test_transfer_stages_give_every_adapter_the_same_recipe_file(tmp_path, prese
         "step", n, n // 10, milestones=(round(0.75 * n), round(0.9 * n)), gamma=0.1)
     assert seg.lr_schedule(per_epoch, total_steps=p.seg_iters) == LrSchedule("cosine", p.seg_iters, 0, 0.01)
     assert det.scaled_lr() == seg.scaled_lr() == p.transfer_lr
+
+
+def test_report_names_the_commit_the_stages_ran_at(tmp_path):
+    from plugins.reproduce.cli import source_commit
+
+    p = get_preset("quick")
+    write_report(tmp_path, p, {}, {"command": "c", "machine": "m", "wall_time": "1 min", "commit": "f0d2501"})
+    assert "Command: `c` at commit f0d2501  " in (tmp_path / "report.md").read_text()
+    write_report(tmp_path, p, {}, {"command": "c", "machine": "m", "wall_time": "1 min"})  # older results.json
+    assert "Command: `c`  " in (tmp_path / "report.md").read_text()
+    commit = source_commit()  # this checkout: a short hash, perhaps with "+ uncommitted changes"
+    assert commit is None or len(commit.split()[0]) >= 7
