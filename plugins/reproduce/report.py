@@ -73,16 +73,18 @@ def _delta(cur: list[float], prev: list[float]) -> str:
     return f"{mean:+.2f} ± {sd:.2f} ({agree}/{len(diffs)})"
 
 
-def _table(title, rows, metric_cols, ref=None, ref_fmt=None):
-    head = ["row", *[f"ours: {m}" for m, _ in metric_cols], "Δ vs previous row"]
+def _table(title, rows, metric_cols, ref=None, ref_fmt=None, delta_key=None):
+    """A markdown table of ``rows``; Δ is of ``delta_key`` (default: the first metric), named in its header."""
+    delta_key = delta_key or metric_cols[0][0]
+    head = ["row", *[f"ours: {m}" for m, _ in metric_cols],
+            "Δ vs previous row" if delta_key == metric_cols[0][0] else f"Δ {delta_key} vs previous row"]
     if ref is not None:
         head += ["paper", "paper Δ"]
     lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     prev, prev_ref = None, None
     for name, vals in rows.items():
-        first_key = metric_cols[0][0]
         cells = [name] + [(_cell(vals[k]) if vals[k] else "n/a") for k, _ in metric_cols]
-        cur = vals[first_key]
+        cur = vals[delta_key]
         cells.append("" if prev is None else _delta(cur, prev))
         if ref is not None:
             r = ref.get(name)
@@ -261,7 +263,7 @@ def write_report(run_dir: Path, preset, results: dict[str, dict], meta: dict,
           _table("Transfer: Faster R-CNN, Detectron2 (box AP %, COCO-style 0.5:0.95)", tables["detection_d2"],
                  [("mAP", "AP"), ("mAP50", "AP50")], reference.DETECTION_MAP),
           _table("Transfer: FCN, MMSegmentation (pixel accuracy %, mIoU %)", tables["segmentation_mmseg"],
-                 [("pixel_acc", "pixel acc"), ("mIoU", "mIoU")], reference.SEGMENTATION, 0),
+                 [("pixel_acc", "pixel acc"), ("mIoU", "mIoU")], reference.SEGMENTATION, 1, delta_key="mIoU"),
           _transfer_vs_top1_section(transfer_vs_top1(tables, results, preset.seeds[0]), preset.seeds[0]),
           "## Figures", ""]
     md += [f"![{name}]({name})" for name in figures]

@@ -397,6 +397,9 @@ def test_report_sets_transfer_against_top1_with_ranks(tmp_path):
     write_report(tmp_path, p, results, {"command": "c", "machine": "m", "wall_time": "1 min"})
     md = (tmp_path / "report.md").read_text()
     assert "| + cosine | 62.00 | 12.10 | 13.00 | 28.00 |" in md  # top-1 of seed 0; means over detector seeds
+    # the segmentation table's Δ is of mIoU (pixel accuracy is flat here), and so is the paper's
+    assert "Δ mIoU vs previous row" in md
+    assert "| D-efficient | 80.00 ± 0.00 | 29.00 ± 0.00 | -1.00 ± 0.00 (3/3) | 78.88 / 38.88 | +1.83 |" in md
     assert "MMDet mAP ρ = +1.00, Detectron2 AP ρ = +1.00, FCN mIoU ρ = -1.00" in md
     # the paper: top-1 ranks 1..5 in row order, mIoU ranks (1, 4, 5, 2, 3): sum d^2 = 16, 1 - 6*16/120 = +0.20
     assert "(the paper's same rows: +1.00, +1.00, +0.20)" in md
