@@ -155,8 +155,8 @@ def transfer_recipes(p: Preset) -> dict[str, dict]:
     given to the three adapters as files, which convert their epochs (of :func:`transfer_iters_per_epoch`
     iterations) with the one rule. The run length is each framework's own key (``det_iters`` / ``seg_iters``).
 
-    detector:  the shipped configs' schedule: linear warmup over the first 10 % (the paper's ``i / m``, where the
-               frameworks' own warmup starts from 0.001 of the lr), lr x0.1 at 75 % and 90 %, SGD momentum 0.9,
+    detector:  the shipped configs' schedule: linear warmup over the first 10 % (``Preset.det_warmup_iters``; the
+               paper's ``i / m``, where the frameworks' own warmup starts from 0.001 of the lr), lr x0.1 at 75 % and 90 %, SGD momentum 0.9,
                weight decay 1e-4 on every parameter;
     segmenter: MMSegmentation's SGD (momentum 0.9, weight decay 5e-4) with the recipe schedule nearest to the
                shipped config's poly decay to 0.01 of the lr: cosine to ``min_lr_ratio=0.01``, no warmup.
@@ -170,7 +170,8 @@ def transfer_recipes(p: Preset) -> dict[str, dict]:
                   momentum=0.9, nesterov=False, no_bias_decay=False, zero_gamma=False, label_smoothing=0.0,
                   amp=False)
     det = {**common, "epochs": math.ceil(p.det_iters / per_epoch), "weight_decay": 1e-4,
-           "warmup_epochs": epochs(max(1, p.det_iters // 10)), "schedule": "step",
+           "warmup_epochs": epochs(max(1, p.det_iters // 10) if p.det_warmup_iters is None else p.det_warmup_iters),
+           "schedule": "step",
            "step_milestones": [epochs(round(p.det_iters * 0.75)), epochs(round(p.det_iters * 0.9))],
            "step_gamma": 0.1}
     seg = {**common, "epochs": math.ceil(p.seg_iters / per_epoch), "weight_decay": 5e-4, "warmup_epochs": 0,

@@ -430,7 +430,7 @@ def test_transfer_stages_give_every_adapter_the_same_recipe_file(tmp_path, prese
     det, seg = (Recipe.load(next(iter(used[k])).replace("{run}", str(tmp_path))) for k in ("det", "seg"))
     per_epoch, n = transfer_iters_per_epoch(p), p.det_iters
     assert det.lr_schedule(per_epoch, total_steps=n) == LrSchedule(
-        "step", n, n // 10, milestones=(round(0.75 * n), round(0.9 * n)), gamma=0.1)
+        "step", n, p.det_warmup_iters or n // 10, milestones=(round(0.75 * n), round(0.9 * n)), gamma=0.1)
     assert seg.lr_schedule(per_epoch, total_steps=p.seg_iters) == LrSchedule("cosine", p.seg_iters, 0, 0.01)
     assert det.scaled_lr() == seg.scaled_lr() == p.transfer_lr
 
