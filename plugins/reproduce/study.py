@@ -7,7 +7,8 @@ Classification (timm_ext on Fashion-MNIST):
 Transfer (the exported backbone of B-standard, D-efficient, + cosine, + label smoothing, + mixup, and a
   randomly initialised ResNet-D as the control): Faster R-CNN in MMDetection and Detectron2 (box mAP) and FCN in
   MMSegmentation (pixel accuracy, mIoU) on the fashion scenes, with the detector/segmenter recipe held fixed so
-  that only the backbone changes (recipe files, :func:`transfer_recipes`, which each adapter lays over its config); one run per detector seed, all from the first classification seed's backbones.
+  that only the backbone changes (recipe files, :func:`transfer_recipes`, which each adapter lays over its
+  config); one run per detector seed, all from the first classification seed's backbones.
 
 The classification data are the fashion photos (``plugins.data.fashion_photos``: Fashion-MNIST items rendered
 on photo crops exactly as the scenes render them), so that pre-training and transfer share a domain, as
@@ -155,9 +156,9 @@ def transfer_recipes(p: Preset) -> dict[str, dict]:
     given to the three adapters as files, which convert their epochs (of :func:`transfer_iters_per_epoch`
     iterations) with the one rule. The run length is each framework's own key (``det_iters`` / ``seg_iters``).
 
-    detector:  the shipped configs' schedule: linear warmup over the first 10 % (``Preset.det_warmup_iters``; the
-               paper's ``i / m``, where the frameworks' own warmup starts from 0.001 of the lr), lr x0.1 at 75 % and 90 %, SGD momentum 0.9,
-               weight decay 1e-4 on every parameter;
+    detector:  the shipped configs' schedule: linear warmup over the first 10 % (``Preset.det_warmup_iters``;
+               the paper's ``i / m``, where the frameworks' own warmup starts from 0.001 of the lr), lr x0.1 at
+               75 % and 90 %, SGD momentum 0.9, weight decay 1e-4 on every parameter;
     segmenter: MMSegmentation's SGD (momentum 0.9, weight decay 5e-4) with the recipe schedule nearest to the
                shipped config's poly decay to 0.01 of the lr: cosine to ``min_lr_ratio=0.01``, no warmup.
     """
