@@ -181,7 +181,7 @@ def main(argv=None) -> int:
         return 0
     command = "python -m plugins.reproduce " + shlex.join(argv if argv is not None else sys.argv[1:])
     print(f"bag-of-tricks study, preset {preset.name!r}: {len(stages)} stages -> {run_dir}")
-    t0 = time.time()
+    t0, commit = time.time(), source_commit()  # the code the run starts with
     pipe = Pipeline(run_dir, stages)
     if args.resume_from:
         restored = pipe.restore(Path(args.resume_from))
@@ -201,7 +201,7 @@ def main(argv=None) -> int:
         return 0
     wall = time.time() - t0
     meta = {"command": command.strip(), "machine": machine(), "wall_time": f"{wall / 60:.1f} min",
-            "low_precision": low_precision(), "commit": source_commit()}
+            "low_precision": low_precision(), "commit": commit}
     report = write_report(run_dir, preset, results, meta, {s.name: pipe.stage_dir(s.name) for s in stages})
     print(report.read_text())
     print(f"report: {report}")
