@@ -1,4 +1,4 @@
-"""The main job's machinery: stage caching, resume of an interrupted stage, and the report's tables."""
+"""The main job's machinery: stage caching, resume of an interrupted stage, packing, and the study's stages."""
 
 import json
 import sys
@@ -8,7 +8,6 @@ import pytest
 from plugins.reproduce.cli import lr_trace_stages
 from plugins.reproduce.pipeline import Pipeline, Stage
 from plugins.reproduce.presets import PRESETS, get_preset
-from plugins.reproduce.report import write_report
 from plugins.reproduce.study import (
     RANDOM_ROW,
     STACKED_ROWS,
@@ -222,41 +221,6 @@ def test_every_table_has_its_stages(preset, tmp_path):
     assert {"lr-trace-timm_ext", "lr-trace-mm_ext", "lr-trace-d2_ext"} <= names
 
 
-def test_report_tables_show_deltas_and_seed_spread(tmp_path):
-    p = get_preset("full")
-    results = {}
-    for i, s in enumerate(p.seeds):
-        for v in TWEAK_ROWS:
-            results[f"cls-tweak-{v}-s{s}"] = {"val_top1": 85.0 + i}
-        for j, r in enumerate(STACKED_ROWS):  # D-efficient is the tweak table's D run
-            results[cls_stage_name(r, s)] = {"val_top1": 80.0 + j + i, "curve": [70.0, 80.0 + j]}
-        results[f"cls-teacher-s{s}"] = {"val_top1": 90.0}
-    write_report(tmp_path, p, results, {"command": "cmd", "machine": "m", "wall_time": "1 min"})
-    md = (tmp_path / "report.md").read_text()
-    # rows differ by 1.0 on every seed; seeds 0, 1, 2 give a standard deviation of 1.0
-    assert "| + cosine | 83.00 ± 1.00 | +1.00 ± 0.00 (3/3) | 77.91 | +0.75 |" in md
-    assert "| B-standard | 81.00 ± 1.00 |  | 75.30 |  |" in md
-    data = json.loads((tmp_path / "results.json").read_text())
-    assert data["tables"]["stacked"]["D-efficient"]["top1"] == [81.0, 82.0, 83.0]
-    assert (tmp_path / "bars_stacked.png").stat().st_size > 1000
-    assert "n/a" in md, "missing transfer results are shown as n/a, not dropped"
-
-
-def test_report_deltas_are_paired_over_seeds(tmp_path):
-    """Δ is formed per seed: a row that is better on two seeds and worse on one shows that, not only the means."""
-    p = get_preset("full")
-    assert len(p.seeds) == 3
-    tweaks = {"A": [80.0, 81.0, 82.0], "B": [80.5, 82.0, 81.5], "C": [80.5, 82.0, 81.5], "D": [85.0, 85.0, 85.0]}
-    results = {f"cls-tweak-{v}-s{s}": {"val_top1": tweaks[v][i]} for v in TWEAK_ROWS for i, s in enumerate(p.seeds)}
-    write_report(tmp_path, p, results, {"command": "cmd", "machine": "m", "wall_time": "1 min"})
-    md = (tmp_path / "report.md").read_text()
-    # B - A per seed: +0.5, +1.0, -0.5 -> mean 0.333, sd 0.764, two of three seeds positive
-    assert "| B | 81.33 ± 0.76 | +0.33 ± 0.76 (2/3) |" in md
-    assert "| C | 81.33 ± 0.76 | +0.00 ± 0.00 (0/3) |" in md, "no difference agrees with no sign"
-    assert "| D | 85.00 ± 0.00 | +3.67 ± 0.76 (3/3) |" in md
-    assert "paired over those seeds" in md, "transfer rows say what their spread is over"
-
-
 def test_cli_lists_stages(capsys, tmp_path):
     from plugins.reproduce.cli import main
 
@@ -265,49 +229,6 @@ def test_cli_lists_stages(capsys, tmp_path):
     assert "cls-teacher-s0" in out and "lr-trace-d2_ext" in out
     assert main(["--preset", "nope", "--list"]) == 2
     assert sys.executable
-
-
-def test_report_only_rewrites_the_report_from_results_json(tmp_path, capsys):
-    """--report-only runs no stage: it re-renders from results.json, keeping the original command and wall time."""
-    from plugins.reproduce.cli import main
-
-    p = get_preset("quick")
-    results = {f"cls-tweak-{v}-s0": {"val_top1": 80.0 + i} for i, v in enumerate(TWEAK_ROWS)}
-    meta = {"command": "python -m plugins.reproduce --preset quick", "machine": "m", "wall_time": "17.7 min"}
-    write_report(tmp_path, p, results, meta)
-    (tmp_path / "report.md").write_text("stale")
-    assert main(["--preset", "quick", "--out", str(tmp_path), "--report-only"]) == 0
-    md = (tmp_path / "report.md").read_text()
-    assert "Wall time: 17.7 min" in md and "| D | 83.00 | +1.00 |" in md
-    assert not (tmp_path / "stages").exists() and not (tmp_path / "recipes").exists(), "nothing ran"
-    # a results.json of other sizes, or none, is refused with a one-line error naming the option
-    assert main(["--preset", "full", "--out", str(tmp_path), "--report-only"]) == 2
-    assert "other sizes than preset 'full'" in capsys.readouterr().err
-    assert main(["--preset", "quick", "--out", str(tmp_path / "empty"), "--report-only"]) == 2
-    assert "does not exist; run the study first" in capsys.readouterr().err
-
-
-def test_report_counts_stage_time_over_invocations(tmp_path):
-    """An interrupted and resumed study reports the sum of its stages' run times, not only the last invocation's."""
-    import os
-
-    p = get_preset("quick")
-    results = {f"cls-tweak-{v}-s0": {"val_top1": 80.0} for v in TWEAK_ROWS}
-    for name in results:
-        (tmp_path / "stages" / f"{name}-new").mkdir(parents=True)
-        (tmp_path / "stages" / f"{name}-new" / "stage.json").write_text(json.dumps({"seconds": 30.0}))
-    stale = tmp_path / "stages" / "cls-tweak-A-s0-old" / "stage.json"  # an older code version's run of one stage
-    stale.parent.mkdir()
-    stale.write_text(json.dumps({"seconds": 100.0}))
-    os.utime(stale, (1, 1))
-    write_report(tmp_path, p, results, {"command": "c", "machine": "m", "wall_time": "0.5 min"})
-    md = (tmp_path / "report.md").read_text()
-    assert "Wall time: 0.5 min (this invocation); stage time, all invocations: 2.0 min" in md
-    # the pipeline's own folders win over the newest-folder rule
-    dirs = {name: tmp_path / "stages" / f"{name}-new" for name in results}
-    dirs["cls-tweak-A-s0"] = stale.parent
-    write_report(tmp_path, p, results, {"command": "c", "machine": "m", "wall_time": "0.5 min"}, dirs)
-    assert "stage time, all invocations: 3.2 min" in (tmp_path / "report.md").read_text()
 
 
 def test_transfer_runs_vary_the_detector_seed_over_the_first_seeds_backbones(tmp_path):
@@ -330,23 +251,6 @@ def test_transfer_runs_vary_the_detector_seed_over_the_first_seeds_backbones(tmp
                 assert "model.backbone.checkpoint=None" in control.argv
 
 
-def test_report_has_the_efficient_training_table_and_the_random_control(tmp_path):
-    p = get_preset("full")
-    results = {}
-    for i, s in enumerate(p.seeds):
-        results[f"cls-B-standard-s{s}"] = {"val_top1": 80.0 + i, "images_per_s": 500.0}
-        results[f"cls-tweak-B-s{s}"] = {"val_top1": 79.0 + i, "images_per_s": 900.0}
-    for i, s in enumerate(p.transfer_seeds):
-        results[f"det-d2-{slug(RANDOM_ROW)}-s{s}"] = {"bbox/AP": 5.0 + i, "bbox/AP50": 10.0}
-        results[f"det-d2-B-standard-s{s}"] = {"bbox/AP": 30.0 + 2 * i, "bbox/AP50": 60.0}
-    write_report(tmp_path, p, results, {"command": "c", "machine": "m", "wall_time": "1 min", "low_precision": True})
-    md = (tmp_path / "report.md").read_text()
-    assert "| baseline | float32, batch 32, step decay, no tricks | 500.00 ± 0.00 | 81.00 ± 1.00 | 13.3 | 75.87 |" in md
-    assert "bfloat16 autocast + channels_last" in md and "efficient / baseline = 1.80x" in md
-    assert "| random init (D) | 6.00 ± 1.00 | 10.00 ± 0.00 |  |" in md
-    assert "| B-standard | 32.00 ± 2.00 | 60.00 ± 0.00 | +26.00 ± 1.00 (3/3) | 77.54 |" in md
-
-
 def test_classification_stages_resume_and_students_depend_on_their_teacher(tmp_path):
     # A classification stage interrupted mid-run must resume from its last.pth, and a distillation student's
     # cache key must follow its teacher (a retrained teacher reruns the students).
@@ -358,52 +262,6 @@ def test_classification_stages_resume_and_students_depend_on_their_teacher(tmp_p
         for student in (f"cls-distillation-s{seed}", f"cls-distillation-mixup-s{seed}"):
             assert stages[student].deps == [f"cls-teacher-s{seed}"]
         assert stages[f"cls-cosine-s{seed}"].deps == []
-
-
-def test_spearman_against_hand_values():
-    from plugins.reproduce.report import spearman
-
-    assert spearman([1, 2, 3, 4, 5], [10, 20, 30, 40, 50]) == pytest.approx(1.0)
-    assert spearman([1, 2, 3, 4, 5], [5, 4, 3, 2, 1]) == pytest.approx(-1.0)
-    # ranks x 1..5, y (2, 1, 4, 3, 5): d^2 = 1+1+1+1+0 = 4, rho = 1 - 6*4/(5*24) = 0.8
-    assert spearman([1, 2, 3, 4, 5], [2, 1, 4, 3, 5]) == pytest.approx(0.8)
-    # a tie shares its mean rank: y ranks (1.5, 1.5, 3, 4, 5)
-    assert spearman([1, 2, 3, 4, 5], [7, 7, 8, 9, 10]) == pytest.approx(statistics_corr([1, 2, 3, 4, 5],
-                                                                                        [1.5, 1.5, 3, 4, 5]))
-    assert spearman([1, 2], [1, 2]) is None and spearman([1, 1, 1], [1, 2, 3]) is None
-
-
-def statistics_corr(a, b):
-    import statistics
-
-    return statistics.correlation(a, b)
-
-
-def test_report_sets_transfer_against_top1_with_ranks(tmp_path):
-    """The section and figure on the paper's transfer claim: each backbone's top-1 beside its mean transfer
-    metric, and Spearman's ρ; here detection rises with top-1 (ρ = +1) and segmentation falls (ρ = -1)."""
-    p = get_preset("full")
-    rows = [r for r in TRANSFER_ROWS if r != RANDOM_ROW]
-    results = {}
-    for k, r in enumerate(rows):
-        for s in p.seeds:
-            results[cls_stage_name(r, s)] = {"val_top1": 60.0 + k + s, "curve": [50.0]}
-        for s in p.transfer_seeds:
-            results[f"det-mmdet-{slug(r)}-s{s}"] = {"coco/bbox_mAP": 10.0 + k + 0.1 * s, "coco/bbox_mAP_50": 20.0}
-            results[f"det-d2-{slug(r)}-s{s}"] = {"bbox/AP": 11.0 + k, "bbox/AP50": 21.0}
-            results[f"seg-mmseg-{slug(r)}-s{s}"] = {"mIoU": 30.0 - k, "aAcc": 80.0}
-    for s in p.transfer_seeds:
-        results[f"det-d2-{slug(RANDOM_ROW)}-s{s}"] = {"bbox/AP": 5.0, "bbox/AP50": 9.0}
-    write_report(tmp_path, p, results, {"command": "c", "machine": "m", "wall_time": "1 min"})
-    md = (tmp_path / "report.md").read_text()
-    assert "| + cosine | 62.00 | 12.10 | 13.00 | 28.00 |" in md  # top-1 of seed 0; means over detector seeds
-    # the segmentation table's Δ is of mIoU (pixel accuracy is flat here), and so is the paper's
-    assert "Δ mIoU vs previous row" in md
-    assert "| D-efficient | 80.00 ± 0.00 | 29.00 ± 0.00 | -1.00 ± 0.00 (3/3) | 78.88 / 38.88 | +1.83 |" in md
-    assert "MMDet mAP ρ = +1.00, Detectron2 AP ρ = +1.00, FCN mIoU ρ = -1.00" in md
-    # the paper: top-1 ranks 1..5 in row order, mIoU ranks (1, 4, 5, 2, 3): sum d^2 = 16, 1 - 6*16/120 = +0.20
-    assert "(the paper's same rows: +1.00, +1.00, +0.20)" in md
-    assert (tmp_path / "transfer_vs_top1.png").stat().st_size > 1000
 
 
 @pytest.mark.parametrize("preset", ["quick", "full"])
@@ -435,13 +293,3 @@ def test_transfer_stages_give_every_adapter_the_same_recipe_file(tmp_path, prese
     assert det.scaled_lr() == seg.scaled_lr() == p.transfer_lr
 
 
-def test_report_names_the_commit_the_stages_ran_at(tmp_path):
-    from plugins.reproduce.cli import source_commit
-
-    p = get_preset("quick")
-    write_report(tmp_path, p, {}, {"command": "c", "machine": "m", "wall_time": "1 min", "commit": "f0d2501"})
-    assert "Command: `c` at commit f0d2501  " in (tmp_path / "report.md").read_text()
-    write_report(tmp_path, p, {}, {"command": "c", "machine": "m", "wall_time": "1 min"})  # older results.json
-    assert "Command: `c`  " in (tmp_path / "report.md").read_text()
-    commit = source_commit()  # this checkout: a short hash, perhaps with "+ uncommitted changes"
-    assert commit is None or len(commit.split()[0]) >= 7
