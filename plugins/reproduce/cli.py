@@ -13,13 +13,12 @@ import sys
 import time
 from pathlib import Path
 
-from .pipeline import Pipeline, Stage
+from .pipeline import _SOURCE_PACKAGES, Pipeline, Stage
 from .presets import PRESETS, get_preset
 from .report import read_lr_csv, write_report
 from .study import D2_SOURCES, MM_SOURCES, TIMM_SOURCES, build_stages, low_precision
 
 TRACE_STEPS, TRACE_WARMUP, TRACE_LR = 60, 20, 0.02
-PACKAGES = ("plugins", "timm_ext", "mm_ext", "d2_ext")
 
 
 def machine() -> str:
@@ -37,7 +36,7 @@ def source_commit() -> str | None:
     try:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", *PACKAGES],
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", *_SOURCE_PACKAGES],
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None

@@ -186,9 +186,9 @@ class Pipeline:
     def pack(self, dest: Path, max_bytes: int = PACK_MAX_BYTES) -> tuple[int, int]:
         """Copies the finished stages' records into ``dest/<name>-<hash>/``, so that a run can span machines.
 
-        Kept: every file of at most ``max_bytes`` that is not a checkpoint or a Python config dump (``stage.json``,
-        logs, metrics, csv records), and any file an unfinished stage still reads through ``{dep:NAME}/<file>`` (a backbone to
-        transfer), whatever its size. A stage packed before is replaced whole. Returns (stages packed, bytes
+        Kept: every file of at most ``max_bytes`` that is not a checkpoint or a Python config dump
+        (``stage.json``, logs, metrics, csv records), and any file an unfinished stage still reads through
+        ``{dep:NAME}/<file>`` (a backbone to transfer), whatever its size. A stage packed before is replaced whole. Returns (stages packed, bytes
         written).
         """
         dest = Path(dest)
