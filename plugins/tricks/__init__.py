@@ -10,6 +10,8 @@ module                 trick (paper section)
 ``label_smoothing``    label smoothing in the paper's and the uniform form (5.2), soft-target cross entropy
 ``distillation``       knowledge distillation (5.3)
 ``mixup``              mixup of images and labels (5.4)
+``detection_mixup``    the sequel's visually coherent mixup for detectors, per-box loss weights (Bag of
+                       Freebies, Zhang et al. 2019, 3.1)
 =====================  ==================================================================================
 
 Low-precision training (3.2) is the frameworks' own autocast; the adapters switch it on.
