@@ -10,11 +10,17 @@ in MMEngine's root registries (which the downstream libraries look names up thro
 - HOOKS ``LrRecorderHook`` (the lr of every iteration to ``work_dir/lr_per_step.csv``), ``RandomStateHook``
   (exact resume of the torch random stream), ``NonFiniteLossHook`` (stop at a NaN / infinite loss)
 
+With MMDetection installed it also registers detection mixup with per-box loss weights (:mod:`mm_ext.det_mixup`):
+HOOKS ``DetectionMixupHook`` and MODELS ``MixWeightRPNHead``, ``MixWeightStandardRoIHead``,
+``MixWeightCascadeRoIHead``.
+
 It also makes ``nms=dict(type='torchvision_nms', ...)`` available to mmcv's ``batched_nms`` (mmcv's NMS on
 torchvision's faster CPU kernel, :mod:`mm_ext.ops`), registers the ``tricks_*`` timm models
 (``plugins.models.timm_models``) and allows the few MMEngine types that resuming from a Runner checkpoint needs under
 ``torch.load(weights_only=True)`` (see :mod:`mm_ext.safe_load`).
 """
+
+import importlib.util
 
 from mmengine.registry import HOOKS, MODELS, OPTIM_WRAPPER_CONSTRUCTORS, PARAM_SCHEDULERS, RUNNERS
 
@@ -56,5 +62,12 @@ register(HOOKS, LrRecorderHook)
 register(HOOKS, RandomStateHook)
 register(HOOKS, NonFiniteLossHook)
 register(RUNNERS, RecipeRunner)
+if importlib.util.find_spec("mmdet") is not None:  # detection mixup binds to mmdet's heads: only with mmdet
+    from . import det_mixup
+
+    register(HOOKS, det_mixup.DetectionMixupHook)
+    register(MODELS, det_mixup.MixWeightRPNHead)
+    register(MODELS, det_mixup.MixWeightStandardRoIHead)
+    register(MODELS, det_mixup.MixWeightCascadeRoIHead)
 allow_runner_checkpoint_types()
 register_torchvision_nms()

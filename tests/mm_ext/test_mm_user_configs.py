@@ -29,6 +29,7 @@ USER_DIR = Path(__file__).with_name("user_configs")
 CONFIG_DIR = Path(mm_ext.__file__).parent / "configs"
 DET = [
     "faster-rcnn_timm-r26nd_fpn_1x_coco.py",
+    "faster-rcnn_timm-r26nd_fpn_det-mixup_1x_coco.py",
     "faster-rcnn_timm-r26nd_fpn_label-smoothing_1x_coco.py",
     "faster-rcnn_timm-r26nd_fpn_no-bias-decay_cosine_1x_coco.py",
     "faster-rcnn_timm-r26nd_fpn_tricks_1x_voc0712.py",
@@ -113,7 +114,7 @@ def test_user_config_builds(name, timm_export):
         model = MODELS.build(cfg.model)
     assert isinstance(model.backbone, mm_ext.TimmTransferBackbone)
     assert model.backbone.features.load_report.ok, "the export is loaded"
-    if "label-smoothing" in name or "_tricks_1x" in name:
+    if "label-smoothing" in name or "_tricks_1x" in name or "det-mixup" in name:
         losses = (
             [model.decode_head.loss_decode, model.auxiliary_head.loss_decode]
             if name in SEG
