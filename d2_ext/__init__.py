@@ -3,7 +3,8 @@
 Importing ``d2_ext`` registers, in Detectron2's registries (never overwriting a name):
 
 - ``BACKBONE_REGISTRY``: ``build_timm_backbone``, ``build_timm_fpn_backbone`` (``d2_ext.backbone``);
-- ``ROI_HEADS_REGISTRY``: ``LabelSmoothingStandardROIHeads`` (``d2_ext.roi_heads``).
+- ``ROI_HEADS_REGISTRY``: ``LabelSmoothingStandardROIHeads``, ``LabelSmoothingCascadeROIHeads`` (``d2_ext.roi_heads``);
+- ``PROPOSAL_GENERATOR_REGISTRY``: ``MixWeightRPN`` (``d2_ext.det_mixup``: detection mixup's per-box weights).
 
 Typical use::
 
@@ -21,17 +22,20 @@ Typical use::
 or ``python -m d2_ext.train_net --config-file FILE [KEY VALUE ...]``. A trainer of one's own keeps working:
 its ``build_optimizer`` / ``build_lr_scheduler`` classmethods return ``d2_ext.build_optimizer(cfg, model)`` /
 ``d2_ext.build_lr_scheduler(cfg, optimizer)`` (or it derives from ``d2_ext.TricksSolverMixin`` before
-``DefaultTrainer``). Importing ``d2_ext`` also makes every trainer's ``train()`` fail with a ValueError naming
+``DefaultTrainer``), and its ``build_train_loader`` returns ``d2_ext.build_train_loader(cfg)`` for
+``TRICKS.DET_MIXUP_ALPHA``. Importing ``d2_ext`` also makes every trainer's ``train()`` fail with a ValueError naming
 the keys when set ``cfg.TRICKS`` keys are not applied (``d2_ext.check``). The formulas live in ``plugins``.
 """
 
 from pathlib import Path
 
 from . import backbone as _backbone  # noqa: F401  registration: build_timm_backbone, build_timm_fpn_backbone
-from . import roi_heads as _roi_heads  # noqa: F401  registration: LabelSmoothingStandardROIHeads
+from . import det_mixup as _det_mixup  # noqa: F401  registration: MixWeightRPN
+from . import roi_heads as _roi_heads  # noqa: F401  registration: LabelSmoothing{Standard,Cascade}ROIHeads
 from .check import check_tricks_applied, install_tricks_check
 from .config import add_tricks_config, validate_tricks_config
 from .data import register_fashion_scenes
+from .det_mixup import build_train_loader
 from .recipe import apply_recipe
 from .solver import TricksSolverMixin, build_lr_scheduler, build_optimizer
 from .trainer import Trainer
@@ -44,6 +48,7 @@ __all__ = [
     "apply_recipe",
     "build_lr_scheduler",
     "build_optimizer",
+    "build_train_loader",
     "check_tricks_applied",
     "get_config_file",
     "register_fashion_scenes",

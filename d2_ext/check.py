@@ -27,8 +27,10 @@ warning is easily lost in Detectron2's log.
 Checked: ``NO_BIAS_DECAY`` (no bias or norm parameter is decayed), ``BASE_BATCH_SIZE`` (some group of
 conv/linear weights starts at the scaled lr), ``LR_SCHEDULE="warmup_cosine"`` (the scheduler is Detectron2's
 ``LRMultiplier`` giving ``plugins.tricks.lr_schedule.warmup_cosine_factor`` over ``SOLVER.MAX_ITER``), and, since they are
-as silent otherwise, ``LABEL_SMOOTHING`` (the box predictor smooths with that epsilon and form) and
-``ZERO_GAMMA`` (the backbone is d2_ext's timm one).
+as silent otherwise, ``LABEL_SMOOTHING`` (every box predictor smooths with that epsilon and form),
+``ZERO_GAMMA`` (the backbone is d2_ext's timm one) and ``DET_MIXUP_ALPHA`` (the training loader mixes, the
+proposal generator is ``MixWeightRPN`` and the ROI heads weight their losses: a detector without an ROI
+classifier, e.g. RetinaNet, is refused by name).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import math
 
 from detectron2.config import CfgNode
 from detectron2.engine import TrainerBase
+from detectron2.modeling.roi_heads import FastRCNNOutputLayers
 from detectron2.solver.lr_scheduler import LRMultiplier
 from torch import nn
 
@@ -46,6 +49,7 @@ from plugins.tricks.no_bias_decay import no_bias_decay_param_groups
 
 from .backbone import TimmBackbone
 from .config import tricks_lr_schedule
+from .det_mixup import DetectionMixupLoader, MixWeightRPN
 from .roi_heads import LabelSmoothingFastRCNNOutputLayers
 
 __all__ = ["check_tricks_applied", "install_tricks_check", "tricks_not_applied"]
@@ -123,21 +127,52 @@ def _other_schedule(cfg, scheduler) -> str | None:
     return None
 
 
+_SMOOTHING_HEADS = {"StandardROIHeads": "LabelSmoothingStandardROIHeads",
+                    "CascadeROIHeads": "LabelSmoothingCascadeROIHeads"}
+
+
+def _roi_heads_hint(cfg) -> str:
+    ours = _SMOOTHING_HEADS.get(cfg.MODEL.ROI_HEADS.NAME, "LabelSmoothingStandardROIHeads")
+    return f"set MODEL.ROI_HEADS.NAME to {ours!r}"
+
+
 def _no_smoothing(cfg, model) -> str | None:
     t = cfg.TRICKS
     if t.LABEL_SMOOTHING == 0:
         return None
-    for module in model.modules():
-        if (
-            isinstance(module, LabelSmoothingFastRCNNOutputLayers)
-            and _close(module.label_smoothing, t.LABEL_SMOOTHING)
-            and module.label_smoothing_form == t.LABEL_SMOOTHING_FORM
-        ):
-            return None
-    return (
-        f"no box predictor smooths with it (MODEL.ROI_HEADS.NAME={cfg.MODEL.ROI_HEADS.NAME!r}); set "
-        "MODEL.ROI_HEADS.NAME to 'LabelSmoothingStandardROIHeads'"
-    )
+    predictors = [m for m in model.modules() if isinstance(m, FastRCNNOutputLayers)]
+    smoothing = [
+        m for m in predictors
+        if isinstance(m, LabelSmoothingFastRCNNOutputLayers)
+        and _close(m.label_smoothing, t.LABEL_SMOOTHING)
+        and m.label_smoothing_form == t.LABEL_SMOOTHING_FORM
+    ]
+    if smoothing and len(smoothing) == len(predictors):
+        return None
+    which = f"only {len(smoothing)} of {len(predictors)} box predictors smooth" if smoothing else "no box predictor smooths"
+    return f"{which} with it (MODEL.ROI_HEADS.NAME={cfg.MODEL.ROI_HEADS.NAME!r}); {_roi_heads_hint(cfg)}"
+
+
+def _no_det_mixup(cfg, model, data_loader) -> str | None:
+    if not cfg.TRICKS.DET_MIXUP_ALPHA:
+        return None
+    if not any(isinstance(m, FastRCNNOutputLayers) for m in model.modules()):
+        return (f"MODEL.META_ARCHITECTURE={cfg.MODEL.META_ARCHITECTURE!r} has no ROI box classifier to weight (a "
+                "one-stage or sigmoid head); accepted: a two-stage R-CNN with MODEL.PROPOSAL_GENERATOR.NAME "
+                "'MixWeightRPN' and MODEL.ROI_HEADS.NAME 'LabelSmoothingStandardROIHeads' or "
+                "'LabelSmoothingCascadeROIHeads'")
+    found = []
+    if data_loader is not None and not isinstance(data_loader, DetectionMixupLoader):
+        found.append(f"the training loader is {type(data_loader).__name__}, which does not mix: return "
+                     "d2_ext.build_train_loader(cfg) from the trainer's build_train_loader (d2_ext.Trainer does)")
+    if not any(isinstance(m, MixWeightRPN) for m in model.modules()):
+        found.append(f"MODEL.PROPOSAL_GENERATOR.NAME={cfg.MODEL.PROPOSAL_GENERATOR.NAME!r} ignores the box weights; "
+                     "set it to 'MixWeightRPN'")
+    if not all(isinstance(m, LabelSmoothingFastRCNNOutputLayers) for m in model.modules()
+               if isinstance(m, FastRCNNOutputLayers)):
+        found.append(f"MODEL.ROI_HEADS.NAME={cfg.MODEL.ROI_HEADS.NAME!r} ignores the box weights; "
+                     f"{_roi_heads_hint(cfg)}")
+    return "; ".join(found) or None
 
 
 def _no_timm_backbone(cfg, model) -> str | None:
@@ -149,7 +184,7 @@ def _no_timm_backbone(cfg, model) -> str | None:
     )
 
 
-def tricks_not_applied(cfg: CfgNode, model: nn.Module, optimizer, scheduler) -> dict[str, str]:
+def tricks_not_applied(cfg: CfgNode, model: nn.Module, optimizer, scheduler, data_loader=None) -> dict[str, str]:
     """``{key: what was found}`` for every ``cfg.TRICKS`` key that is set but not applied by these objects.
 
     Args:
@@ -157,6 +192,7 @@ def tricks_not_applied(cfg: CfgNode, model: nn.Module, optimizer, scheduler) -> 
         model: the trained model (unwrapped from DDP).
         optimizer: the optimizer the trainer steps.
         scheduler: the trainer's lr scheduler (its ``base_lrs`` are the lrs before any schedule factor).
+        data_loader: the trainer's training loader (None: not checked).
     """
     found = {
         "RECIPE": ("not laid over the config: call d2_ext.apply_recipe(cfg, opts) after merge_from_file"
@@ -166,6 +202,7 @@ def tricks_not_applied(cfg: CfgNode, model: nn.Module, optimizer, scheduler) -> 
         "LR_SCHEDULE": _other_schedule(cfg, scheduler),
         "LABEL_SMOOTHING": _no_smoothing(cfg, model),
         "ZERO_GAMMA": _no_timm_backbone(cfg, model),
+        "DET_MIXUP_ALPHA": _no_det_mixup(cfg, model, data_loader),
     }
     return {key: detail for key, detail in found.items() if detail is not None}
 
@@ -184,7 +221,9 @@ def check_tricks_applied(trainer) -> None:
     if model is None or optimizer is None:
         return
     model = getattr(model, "module", model)  # DistributedDataParallel
-    problems = tricks_not_applied(cfg, model, optimizer, getattr(trainer, "scheduler", None))
+    inner = getattr(trainer, "_trainer", trainer)  # DefaultTrainer runs a SimpleTrainer holding the loader
+    problems = tricks_not_applied(cfg, model, optimizer, getattr(trainer, "scheduler", None),
+                                  getattr(inner, "data_loader", None))
     if not problems:
         return
     name = type(trainer).__name__

@@ -9,6 +9,8 @@ Trainer, the registered builders and ``train_net`` call it. The formulas behind 
 
 from __future__ import annotations
 
+import math
+
 from detectron2.config import CfgNode as CN
 
 from plugins.recipe.plan import LrSchedule
@@ -44,6 +46,10 @@ def add_tricks_config(cfg: CN) -> None:
       (``plugins.tricks.resnet.zero_gamma_``); ignored when ``TIMM.CHECKPOINT`` provides the weights.
     - ``LABEL_SMOOTHING = 0.0`` and ``LABEL_SMOOTHING_FORM = "paper"`` (or ``"uniform"``): epsilon and form
       of ``plugins.tricks.label_smoothing.label_smoothing_cross_entropy`` in ``LabelSmoothingStandardROIHeads``.
+    - ``DET_MIXUP_ALPHA = 0.0``: off; > 0, detection mixup (``plugins.tricks.detection_mixup``): training batches
+      mixed in pairs with ``r ~ Beta(alpha, alpha)`` (the paper: 1.5) and per-box loss weights, by
+      ``d2_ext.build_train_loader``, ``MixWeightRPN`` and the label-smoothing ROI heads (``d2_ext.det_mixup``);
+      ``DET_MIXUP_STOP_FRACTION = 1.0`` mixes iterations ``< fraction x SOLVER.MAX_ITER`` (1.0: all of them).
     - ``TIMM``: the timm backbone of ``build_timm_backbone`` / ``build_timm_fpn_backbone``:
       ``MODEL_NAME = "tricks_resnet50d"`` (a ``tricks_*`` name or any timm ResNet; note that timm's own
       ResNets zero-init the last gammas unless ``KWARGS.zero_init_last: False``), ``CHECKPOINT = ""`` (a timm_ext
@@ -66,6 +72,8 @@ def add_tricks_config(cfg: CN) -> None:
     cfg.TRICKS.ZERO_GAMMA = False
     cfg.TRICKS.LABEL_SMOOTHING = 0.0
     cfg.TRICKS.LABEL_SMOOTHING_FORM = "paper"
+    cfg.TRICKS.DET_MIXUP_ALPHA = 0.0
+    cfg.TRICKS.DET_MIXUP_STOP_FRACTION = 1.0
     cfg.TRICKS.TIMM = CN()
     cfg.TRICKS.TIMM.MODEL_NAME = "tricks_resnet50d"
     cfg.TRICKS.TIMM.CHECKPOINT = ""
@@ -139,6 +147,12 @@ def validate_tricks_config(cfg: CN) -> None:
         _fail("LABEL_SMOOTHING", t.LABEL_SMOOTHING, "a number in [0, 1)")
     if t.LABEL_SMOOTHING_FORM not in SMOOTHING_FORMS:
         _fail("LABEL_SMOOTHING_FORM", t.LABEL_SMOOTHING_FORM, "'paper' (eps / (K - 1)) or 'uniform' (eps / K)")
+    alpha = t.get("DET_MIXUP_ALPHA", 0.0)
+    if not _is_number(alpha) or not math.isfinite(alpha) or alpha < 0:
+        _fail("DET_MIXUP_ALPHA", alpha, "a finite number > 0 (the paper: 1.5), or 0 for no detection mixup")
+    stop = t.get("DET_MIXUP_STOP_FRACTION", 1.0)
+    if not _is_number(stop) or not 0.0 < stop <= 1.0:
+        _fail("DET_MIXUP_STOP_FRACTION", stop, "a number in (0, 1] (the fraction of SOLVER.MAX_ITER that mixes)")
     _validate_timm(t.TIMM)
 
 

@@ -42,6 +42,7 @@ from detectron2.utils.logger import setup_logger
 from plugins.runtime.random_state import capture_random_state, restore_random_state
 
 from .config import validate_tricks_config
+from .det_mixup import build_train_loader
 from .hooks import LrRecorder
 from .solver import TricksSolverMixin
 
@@ -89,6 +90,8 @@ class Trainer(TricksSolverMixin, DefaultTrainer):
 
     - ``build_optimizer`` / ``build_lr_scheduler``: ``d2_ext.build_optimizer`` / ``d2_ext.build_lr_scheduler``
       (no bias decay, linear scaling, warmup + cosine of ``plugins``), from ``d2_ext.TricksSolverMixin``.
+    - ``build_train_loader``: ``d2_ext.build_train_loader`` (Detectron2's loader, mixed in pairs with per-box
+      weights when ``TRICKS.DET_MIXUP_ALPHA > 0``).
     - ``build_evaluator``: by the dataset's ``evaluator_type``: ``"coco"`` -> ``COCOEvaluator`` (pure-Python
       evaluation, ``use_fast_impl=False``, so no compiled Detectron2 op is needed), ``"pascal_voc"`` ->
       ``PascalVOCDetectionEvaluator``, ``"sem_seg"`` -> ``SemSegEvaluator``.
@@ -181,6 +184,10 @@ class Trainer(TricksSolverMixin, DefaultTrainer):
             )
         verify_results(self.cfg, results)
         return results
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_train_loader(cfg)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
