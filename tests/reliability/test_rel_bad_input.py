@@ -237,6 +237,13 @@ def _existing_mm_work_dir(ctx: Ctx) -> Path:
     return work_dir
 
 
+def _mm_mixup_config(alpha: float) -> str:
+    """A config on the shipped fashion-scenes detector that adds DetectionMixupHook and keeps its heads."""
+    hooks = "dict(type='LrRecorderHook'), dict(type='RandomStateHook'), dict(type='NonFiniteLossHook')"
+    return (f"_base_ = '{ROOT / MM_DET}'\n"
+            f"custom_hooks = [{hooks}, dict(type='DetectionMixupHook', alpha={alpha})]\n")
+
+
 def _train(*argv, **kwargs) -> Command:
     return Command("tricks-train", lambda ctx: [*TIMM_RUN, *(a(ctx) if callable(a) else a for a in argv)], **kwargs)
 
@@ -326,6 +333,13 @@ CASES = [
          r"epsilon must be a number in \[0, 1\), got 1\.0",
          Command("mm_ext.train", lambda ctx: ctx.mm(MM_DET, ctx.tmp / "work",
                                                      "model.roi_head.bbox_head.loss_cls.epsilon=1.0"))),
+    Case("mm-det-mixup-alpha-zero", "config adding `dict(type='DetectionMixupHook', alpha=0)` to `custom_hooks`",
+         r"DetectionMixupHook alpha=0 is not accepted; accepted: a finite number > 0 \(the paper: 1\.5\)",
+         Command("mm_ext.train", lambda ctx: ctx.mm(str(ctx.yaml("mixup.py", _mm_mixup_config(0))), ctx.tmp / "work"))),
+    Case("mm-det-mixup-stock-heads", "`DetectionMixupHook` on a config whose RPN and RoI heads are MMDetection's own",
+         r"DetectionMixupHook needs model.roi_head.type='MixWeightStandardRoIHead' \(or 'MixWeightCascadeRoIHead'\), "
+         r"got StandardRoIHead, which would ignore the box weights",
+         Command("mm_ext.train", lambda ctx: ctx.mm(str(ctx.yaml("mixup.py", _mm_mixup_config(1.5))), ctx.tmp / "work"))),
     Case("mm-seg-smoothing-form", "mmseg `model.decode_head.loss_decode.form=kl`",
          r"form must be one of \('paper', 'uniform'\), got 'kl'",
          Command("mm_ext.train", lambda ctx: ctx.mm(MM_SEG, ctx.tmp / "work", "model.decode_head.loss_decode.form=kl"))),
@@ -403,6 +417,14 @@ CASES = [
     Case("d2-zero-classes", "`MODEL.ROI_HEADS.NUM_CLASSES 0`",
          r"cfg\.MODEL\.ROI_HEADS\.NUM_CLASSES=0 is not accepted; accepted: an int >= 1 \(foreground classes\)",
          Command("d2_ext.train_net", lambda ctx: ctx.d2(ctx.tmp / "out", "MODEL.ROI_HEADS.NUM_CLASSES", "0"))),
+    Case("d2-det-mixup-alpha-negative", "`TRICKS.DET_MIXUP_ALPHA -1.5`",
+         r"cfg\.TRICKS\.DET_MIXUP_ALPHA=-1\.5 is not accepted; accepted: a finite number > 0 \(the paper: 1\.5\), "
+         r"or 0 for no detection mixup",
+         Command("d2_ext.train_net", lambda ctx: ctx.d2(ctx.tmp / "out", "TRICKS.DET_MIXUP_ALPHA", "-1.5"))),
+    Case("d2-det-mixup-plain-rpn", "`TRICKS.DET_MIXUP_ALPHA 1.5` with Detectron2's own `RPN`",
+         r"cfg\.TRICKS\.DET_MIXUP_ALPHA=1\.5: MODEL\.PROPOSAL_GENERATOR\.NAME='RPN' ignores the box weights; set "
+         r"it to 'MixWeightRPN'",
+         Command("d2_ext.train_net", lambda ctx: ctx.d2(ctx.tmp / "out", "TRICKS.DET_MIXUP_ALPHA", "1.5"))),
     Case("d2-missing-dataset", "`DATASETS.TRAIN ('nope_train',)` (not registered)",
          r"Dataset 'nope_train' is not registered! Available datasets are: .*fashion_scenes_train",
          Command("d2_ext.train_net", lambda ctx: ctx.d2(ctx.tmp / "out", "DATASETS.TRAIN", "('nope_train',)"))),
