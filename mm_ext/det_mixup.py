@@ -25,6 +25,8 @@ are MMDetection's, bit for bit.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from mmdet.models.dense_heads import RPNHead
 from mmdet.models.roi_heads import CascadeRoIHead, StandardRoIHead
@@ -152,6 +154,9 @@ class DetectionMixupHook(Hook):
         if rpn_head is not None and not isinstance(rpn_head, MixWeightRPNHead):
             raise ValueError(f"DetectionMixupHook needs model.rpn_head.type='MixWeightRPNHead', got "
                              f"{type(rpn_head).__name__}, which would ignore the box weights")
+        last = math.ceil(self.stop_fraction * runner.max_iters)
+        runner.logger.info(f"DetectionMixupHook: batches mixed in pairs, r ~ Beta({self.alpha}, {self.alpha}), "
+                           f"iterations 1..{last} of {runner.max_iters}")
 
     def before_train_iter(self, runner, batch_idx: int, data_batch: dict | None = None) -> None:
         if data_batch is None or not mixup_active(runner.iter, runner.max_iters, self.stop_fraction):

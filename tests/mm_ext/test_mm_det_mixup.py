@@ -5,8 +5,12 @@ the batch mixing of DetectionMixupHook, and stock configs that switch it on by `
 # ruff: noqa: E402  (imports follow pytest.importorskip)
 
 import copy
+import importlib.util
 import math
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -324,6 +328,7 @@ def test_loss_is_finite_and_differs_with_mixing(inputs):
     assert abs(float(weighted["loss_cls"]) - float(plain["loss_cls"])) > 1e-4
 
 
+ROOT = Path(__file__).resolve().parents[2]
 USER_CONFIG = Path(__file__).with_name("user_configs") / "faster-rcnn_timm-r26nd_fpn_det-mixup_1x_coco.py"
 SCENES_DATA = Path(mm_ext.__file__).parent / "configs" / "faster-rcnn_timm-r26nd_fpn_baseline_fashion-scenes.py"
 TIMM_BACKBONE = dict(_delete_=True, type="TimmTransferBackbone", model_name="tricks_resnet26nd", checkpoint=None,
@@ -406,3 +411,26 @@ def test_stock_cascade_config_smooths_and_mixes_every_stage_by_type_swaps(fashio
     assert probe.mixed == [[True, True]]
     assert {f"s{k}.loss_cls" for k in range(3)} <= probe.losses[0].keys()
     assert all(math.isfinite(v) for v in probe.losses[0].values()), probe.losses
+
+
+@pytest.mark.slow
+def test_user_config_trains_through_mmdets_own_tools_train(fashion_scenes, monkeypatch, tmp_path):
+    """MMDetection's packaged tools/train.py, in its own process, on the user config pointed at the tiny data."""
+    monkeypatch.setenv("FASHION_SCENES_ROOT", f"{fashion_scenes}/")
+    tools_train = Path(importlib.util.find_spec("mmdet").origin).parent / ".mim" / "tools" / "train.py"
+    if not tools_train.is_file():
+        pytest.skip(f"mmdet is installed without its tools/train.py ({tools_train})")
+    cfg = Config.fromfile(str(USER_CONFIG))
+    cfg.model.backbone.checkpoint = None
+    config = tmp_path / "faster-rcnn_timm-r26nd_fpn_det-mixup_tiny.py"
+    _on_tiny_data(cfg, tmp_path / "work", iters=2).dump(str(config))
+    result = subprocess.run(
+        [sys.executable, str(tools_train), str(config), "--work-dir", str(tmp_path / "work")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "FASHION_SCENES_ROOT": f"{fashion_scenes}/", "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    log = next((tmp_path / "work").glob("*/*.log")).read_text()
+    assert "DetectionMixupHook: batches mixed in pairs, r ~ Beta(1.5, 1.5), iterations 1..2 of 2" in log
+    losses = [float(m) for m in re.findall(r"\(train\) .*?\bloss: ([0-9.]+)", log)]
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses), losses
