@@ -222,17 +222,18 @@ def _readme_configs():
 
 
 def test_readme_shows_a_detection_and_a_segmentation_config():
-    assert sorted(_readme_configs()) == ["my_faster-rcnn.py", "my_fcn.py"]
+    assert sorted(_readme_configs()) == ["my_faster-rcnn.py", "my_faster-rcnn_mixup.py", "my_fcn.py"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["my_faster-rcnn.py", "my_fcn.py"])
+@pytest.mark.parametrize("name", ["my_faster-rcnn.py", "my_faster-rcnn_mixup.py", "my_fcn.py"])
 def test_readme_config_trains_a_step_by_both_routes(name, fashion_scenes, monkeypatch, tmp_path):
     from mm_ext.train import build_parser, load_config
 
     monkeypatch.setenv("FASHION_SCENES_ROOT", f"{fashion_scenes}/")
+    for readme_name, text in _readme_configs().items():  # side by side, as a reader saves them (one inherits)
+        (tmp_path / readme_name).write_text(text)
     path = tmp_path / name
-    path.write_text(_readme_configs()[name])
     cfg = Config.fromfile(str(path))
     assert cfg.model.backbone.model_name == "tricks_resnet50d"
     if name == "my_fcn.py":  # the README's export path is the reader's: train from timm's initialisation here
@@ -250,4 +251,5 @@ def test_readme_config_trains_a_step_by_both_routes(name, fashion_scenes, monkey
         "LrRecorderHook",
         "RandomStateHook",
         "NonFiniteLossHook",
+        *(["DetectionMixupHook"] if "mixup" in name else []),
     ]
