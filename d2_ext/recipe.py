@@ -16,6 +16,7 @@ base_lr, base_batch_size               SOLVER.BASE_LR, TRICKS.BASE_BATCH_SIZE (l
 momentum, nesterov, weight_decay       SOLVER.MOMENTUM, SOLVER.NESTEROV, SOLVER.WEIGHT_DECAY
 no_bias_decay, zero_gamma              TRICKS.NO_BIAS_DECAY, TRICKS.ZERO_GAMMA
 label_smoothing(_form)                 TRICKS.LABEL_SMOOTHING(_FORM) (the ROI box classifier)
+det_mixup_alpha, det_mixup_stop_frac.  TRICKS.DET_MIXUP_ALPHA, TRICKS.DET_MIXUP_STOP_FRACTION (detection mixup)
 schedule cosine / constant             TRICKS.LR_SCHEDULE warmup_cosine over SOLVER.MAX_ITER (constant: MIN_LR_RATIO 1)
 schedule step, step_milestones,        TRICKS.LR_SCHEDULE warmup_step, SOLVER.STEPS (milestone epochs in iterations),
 step_gamma                             SOLVER.GAMMA
@@ -87,6 +88,8 @@ def apply_recipe(cfg, opts=()) -> Recipe | None:
     cfg.TRICKS.ZERO_GAMMA = bool(recipe.zero_gamma)
     cfg.TRICKS.LABEL_SMOOTHING = float(recipe.label_smoothing)
     cfg.TRICKS.LABEL_SMOOTHING_FORM = recipe.label_smoothing_form
+    cfg.TRICKS.DET_MIXUP_ALPHA = float(recipe.det_mixup_alpha)
+    cfg.TRICKS.DET_MIXUP_STOP_FRACTION = float(recipe.det_mixup_stop_fraction)
     try:
         plan = recipe.lr_schedule(per_epoch, total_steps=cfg.SOLVER.MAX_ITER)
     except ValueError as err:

@@ -16,6 +16,8 @@ step_gamma                             iterations in the recipe's ``lr_schedule`
 label_smoothing(_form)                 the config's CrossEntropyLoss of the box classifier (mmdet) or decode
                                        heads (mmseg), swapped by type for LabelSmoothingCrossEntropyLoss
 zero_gamma                             model.backbone.zero_gamma for a TimmTransferBackbone of a tricks_* model
+det_mixup_alpha,                       custom_hooks gets DetectionMixupHook(alpha, stop_fraction) and the stock
+det_mixup_stop_fraction                RPNHead / StandardRoIHead / CascadeRoIHead become their MixWeight* types
 amp                                    AmpOptimWrapper where CUDA is available
 =====================================  =========================================================================
 
@@ -75,6 +77,25 @@ def _smoothing_targets(cfg: Config) -> list:
                 losses = head["loss_decode"]
                 targets.extend(losses if isinstance(losses, list) else [losses])
     return targets
+
+
+_MIX_WEIGHT_HEADS = {"RPNHead": "MixWeightRPNHead", "StandardRoIHead": "MixWeightStandardRoIHead",
+                     "CascadeRoIHead": "MixWeightCascadeRoIHead"}
+
+
+def _det_mixup(cfg: Config, recipe: Recipe) -> None:
+    """Detection mixup by type swaps: the hook, and the stock two-stage heads' MixWeight* types (any other head
+    is left for DetectionMixupHook to refuse by name before training)."""
+    model = cfg.get("model", {})
+    for key in ("rpn_head", "roi_head"):
+        head = model.get(key)
+        if isinstance(head, dict | ConfigDict):
+            kind = str(head.get("type", "")).split(".")[-1]
+            head["type"] = _MIX_WEIGHT_HEADS.get(kind, head.get("type"))
+    hooks = [h for h in cfg.get("custom_hooks", None) or [] if h.get("type") != "DetectionMixupHook"]
+    hooks.append(ConfigDict(type="DetectionMixupHook", alpha=float(recipe.det_mixup_alpha),
+                            stop_fraction=float(recipe.det_mixup_stop_fraction)))
+    cfg.custom_hooks = hooks
 
 
 def _iters_per_epoch(cfg: Config, given: int | None) -> int:
@@ -148,6 +169,8 @@ def apply_recipe(cfg: Config, spec: str, iters_per_epoch: int | None = None, log
     if recipe.zero_gamma and backbone.get("type") in ("TimmTransferBackbone", "mm_ext.TimmTransferBackbone"):
         if str(backbone.get("model_name", "")).startswith("tricks_"):
             backbone["zero_gamma"] = True
+    if recipe.det_mixup_alpha:
+        _det_mixup(cfg, recipe)
     cfg.tricks_recipe = recipe.to_dict()
     log(f"mm_ext.train: --recipe {spec} laid over the config; not applied to MMEngine: "
         f"{', '.join(skipped) or 'nothing'}")

@@ -62,6 +62,8 @@ class Recipe:
     - ``mixup_alpha`` (0.0 = off; the paper's trick: 0.2).
     - ``distill_teacher``: teacher model name or checkpoint path, None = no distillation (default);
       ``distill_temperature`` (20.0).
+    - ``det_mixup_alpha`` (0.0 = off; Bag of Freebies: 1.5): detectors only, the detection mixup of
+      :mod:`plugins.tricks.detection_mixup`, on iterations ``< det_mixup_stop_fraction`` (1.0) x the run's.
     """
 
     name: str | None = None
@@ -87,6 +89,8 @@ class Recipe:
     distill_teacher: str | None = None
     distill_temperature: float = 20.0
     amp: bool = False
+    det_mixup_alpha: float = 0.0
+    det_mixup_stop_fraction: float = 1.0
 
     def __post_init__(self) -> None:
         # A yaml or JSON list must still hash: store milestones as a tuple. An invalid recipe cannot exist.
@@ -163,6 +167,8 @@ class Recipe:
         number("label_smoothing", 0.0, 1.0, high_open=True)
         choice("label_smoothing_form", _FORMS)
         number("mixup_alpha", 0.0, math.inf)
+        number("det_mixup_alpha", 0.0, math.inf)
+        number("det_mixup_stop_fraction", 0.0, 1.0, low_open=True)
         if self.distill_teacher is not None and (
             not isinstance(self.distill_teacher, str) or not self.distill_teacher
         ):

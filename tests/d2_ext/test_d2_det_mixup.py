@@ -299,3 +299,15 @@ def test_cascade_predictors_are_smoothing_ones():
                for p in heads.box_predictor)
     weights = [tuple(p.box2box_transform.weights) for p in heads.box_predictor]
     assert weights == [tuple(w) for w in _cfg().MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS], "each stage's own"
+
+
+def test_a_recipe_sets_the_detection_mixup_keys(tmp_path):
+    from d2_ext import apply_recipe
+
+    recipe = tmp_path / "det_mixup.yaml"
+    recipe.write_text("det_mixup_alpha: 1.5\ndet_mixup_stop_fraction: 0.8\n")
+    cfg = _cfg()
+    cfg.TRICKS.RECIPE, cfg.TRICKS.ITERS_PER_EPOCH = str(recipe), 10
+    cfg.SOLVER.STEPS = ()
+    apply_recipe(cfg, ["TRICKS.DET_MIXUP_STOP_FRACTION", "0.5"])
+    assert (cfg.TRICKS.DET_MIXUP_ALPHA, cfg.TRICKS.DET_MIXUP_STOP_FRACTION) == (1.5, 0.5), "the command line wins"

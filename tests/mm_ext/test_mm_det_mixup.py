@@ -434,3 +434,18 @@ def test_user_config_trains_through_mmdets_own_tools_train(fashion_scenes, monke
     assert "DetectionMixupHook: batches mixed in pairs, r ~ Beta(1.5, 1.5), iterations 1..2 of 2" in log
     losses = [float(m) for m in re.findall(r"\(train\) .*?\bloss: ([0-9.]+)", log)]
     assert len(losses) == 2 and all(math.isfinite(v) for v in losses), losses
+
+
+def test_a_recipe_switches_detection_mixup_on_by_type_swaps(tmp_path):
+    from mm_ext.recipe import apply_recipe
+
+    recipe = tmp_path / "det_mixup.yaml"
+    recipe.write_text("det_mixup_alpha: 1.5\ndet_mixup_stop_fraction: 0.8\n")
+    for base, roi_type in ((FASTER, "MixWeightStandardRoIHead"), (CASCADE, "MixWeightCascadeRoIHead")):
+        cfg = _stock(base)
+        apply_recipe(cfg, str(recipe), log=lambda line: None)
+        assert (cfg.model.rpn_head.type, cfg.model.roi_head.type) == ("MixWeightRPNHead", roi_type)
+        assert cfg.custom_hooks[-1] == dict(type="DetectionMixupHook", alpha=1.5, stop_fraction=0.8)
+    plain = _stock(FASTER)
+    apply_recipe(plain, "baseline", log=lambda line: None)
+    assert plain.model.rpn_head.type == "RPNHead" and not plain.get("custom_hooks"), "det_mixup_alpha 0: untouched"
