@@ -49,7 +49,9 @@ def add_tricks_config(cfg: CN) -> None:
     - ``DET_MIXUP_ALPHA = 0.0``: off; > 0, detection mixup (``plugins.tricks.detection_mixup``): training batches
       mixed in pairs with ``r ~ Beta(alpha, alpha)`` (the paper: 1.5) and per-box loss weights, by
       ``d2_ext.build_train_loader``, ``MixWeightRPN`` and the label-smoothing ROI heads (``d2_ext.det_mixup``);
-      ``DET_MIXUP_STOP_FRACTION = 1.0`` mixes iterations ``< fraction x SOLVER.MAX_ITER`` (1.0: all of them).
+      ``DET_MIXUP_STOP_FRACTION = 1.0`` mixes iterations ``< fraction x SOLVER.MAX_ITER`` (1.0: all of them);
+      ``DET_MIXUP_FIXED_RATIO = 0.0`` draws the ratios, a value in (0, 1) blends every pair with it instead
+      (0.5: the anchors' fixed blend).
     - ``TIMM``: the timm backbone of ``build_timm_backbone`` / ``build_timm_fpn_backbone``:
       ``MODEL_NAME = "tricks_resnet50d"`` (a ``tricks_*`` name or any timm ResNet; note that timm's own
       ResNets zero-init the last gammas unless ``KWARGS.zero_init_last: False``), ``CHECKPOINT = ""`` (a timm_ext
@@ -74,6 +76,7 @@ def add_tricks_config(cfg: CN) -> None:
     cfg.TRICKS.LABEL_SMOOTHING_FORM = "paper"
     cfg.TRICKS.DET_MIXUP_ALPHA = 0.0
     cfg.TRICKS.DET_MIXUP_STOP_FRACTION = 1.0
+    cfg.TRICKS.DET_MIXUP_FIXED_RATIO = 0.0
     cfg.TRICKS.TIMM = CN()
     cfg.TRICKS.TIMM.MODEL_NAME = "tricks_resnet50d"
     cfg.TRICKS.TIMM.CHECKPOINT = ""
@@ -153,6 +156,9 @@ def validate_tricks_config(cfg: CN) -> None:
     stop = t.get("DET_MIXUP_STOP_FRACTION", 1.0)
     if not _is_number(stop) or not 0.0 < stop <= 1.0:
         _fail("DET_MIXUP_STOP_FRACTION", stop, "a number in (0, 1] (the fraction of SOLVER.MAX_ITER that mixes)")
+    fixed = t.get("DET_MIXUP_FIXED_RATIO", 0.0)
+    if not _is_number(fixed) or not 0.0 <= fixed < 1.0:
+        _fail("DET_MIXUP_FIXED_RATIO", fixed, "0 (ratios drawn from Beta(alpha, alpha)) or a number in (0, 1)")
     _validate_timm(t.TIMM)
 
 

@@ -30,12 +30,13 @@ from detectron2.utils.events import get_event_storage
 from plugins.tricks.detection_mixup import (
     batch_partners,
     check_det_mixup_alpha,
+    check_fixed_ratio,
     check_mix_weights,
     check_stop_fraction,
+    draw_ratio,
     mix_detection_pair,
     mixup_active,
     ratio_generator,
-    sample_mix_ratio,
     sample_mix_weights,
 )
 
@@ -62,11 +63,13 @@ def _mix_pair(dict_a: dict, dict_b: dict, ratio: float) -> dict:
     return {**dict_a, "image": mixed.image, "instances": instances}
 
 
-def mix_d2_batch(batch: list[dict], alpha: float, generator: torch.Generator | None = None) -> list[dict]:
+def mix_d2_batch(batch: list[dict], alpha: float, generator: torch.Generator | None = None,
+                 fixed_ratio: float | None = None) -> list[dict]:
     """A mixed copy of a Detectron2 training batch (a list of mapped dataset dicts with ``image``, ``instances``).
 
     Sample ``i`` becomes ``mix(image_i, image_{N-1-i}, r_i)`` with the boxes of both and ``gt_mix_weights``;
-    the middle sample of an odd batch stays as it is. Ratios are drawn from ``generator`` in sample order.
+    the middle sample of an odd batch stays as it is. Ratios are drawn from ``generator`` in sample order, or
+    are all ``fixed_ratio`` when it is given.
     """
     alpha = check_det_mixup_alpha(alpha, "cfg.TRICKS.DET_MIXUP_ALPHA")
     if len(batch) < 2:
@@ -77,7 +80,7 @@ def mix_d2_batch(batch: list[dict], alpha: float, generator: torch.Generator | N
         if j is None:
             mixed.append(batch[i])
             continue
-        mixed.append(_mix_pair(batch[i], batch[j], sample_mix_ratio(alpha, generator)))
+        mixed.append(_mix_pair(batch[i], batch[j], draw_ratio(alpha, generator, fixed_ratio)))
     return mixed
 
 
@@ -90,14 +93,17 @@ class DetectionMixupLoader:
         max_iter: ``SOLVER.MAX_ITER``.
         stop_fraction: in (0, 1] (default 1.0: every iteration mixes).
         seed: the ratios of iteration ``k`` come from a generator seeded by ``(seed, k)``.
+        fixed_ratio: every pair's ratio instead of the draws (default None).
     """
 
-    def __init__(self, loader, alpha: float, max_iter: int, stop_fraction: float = 1.0, seed: int = 0) -> None:
+    def __init__(self, loader, alpha: float, max_iter: int, stop_fraction: float = 1.0, seed: int = 0,
+                 fixed_ratio: float | None = None) -> None:
         self.loader = loader
         self.alpha = check_det_mixup_alpha(alpha, "cfg.TRICKS.DET_MIXUP_ALPHA")
         self.stop_fraction = check_stop_fraction(stop_fraction, "cfg.TRICKS.DET_MIXUP_STOP_FRACTION")
         self.max_iter = int(max_iter)
         self.seed = int(seed)
+        self.fixed_ratio = check_fixed_ratio(fixed_ratio, "cfg.TRICKS.DET_MIXUP_FIXED_RATIO")
 
     def __iter__(self):
         count = 0
@@ -108,7 +114,7 @@ class DetectionMixupLoader:
                 iteration = count
             count += 1
             if mixup_active(iteration, self.max_iter, self.stop_fraction):
-                batch = mix_d2_batch(batch, self.alpha, ratio_generator(self.seed, iteration))
+                batch = mix_d2_batch(batch, self.alpha, ratio_generator(self.seed, iteration), self.fixed_ratio)
             yield batch
 
     def __len__(self):
@@ -123,7 +129,8 @@ def build_train_loader(cfg):
     if not alpha:
         return loader
     seed = cfg.SEED if cfg.SEED >= 0 else 0
-    return DetectionMixupLoader(loader, alpha, cfg.SOLVER.MAX_ITER, cfg.TRICKS.DET_MIXUP_STOP_FRACTION, seed)
+    fixed = cfg.TRICKS.DET_MIXUP_FIXED_RATIO or None
+    return DetectionMixupLoader(loader, alpha, cfg.SOLVER.MAX_ITER, cfg.TRICKS.DET_MIXUP_STOP_FRACTION, seed, fixed)
 
 
 class RecordingMatcher:

@@ -16,7 +16,8 @@ base_lr, base_batch_size               SOLVER.BASE_LR, TRICKS.BASE_BATCH_SIZE (l
 momentum, nesterov, weight_decay       SOLVER.MOMENTUM, SOLVER.NESTEROV, SOLVER.WEIGHT_DECAY
 no_bias_decay, zero_gamma              TRICKS.NO_BIAS_DECAY, TRICKS.ZERO_GAMMA
 label_smoothing(_form)                 TRICKS.LABEL_SMOOTHING(_FORM) (the ROI box classifier)
-det_mixup_alpha, det_mixup_stop_frac.  TRICKS.DET_MIXUP_ALPHA, TRICKS.DET_MIXUP_STOP_FRACTION (detection mixup)
+det_mixup_alpha, _stop_fraction,       TRICKS.DET_MIXUP_ALPHA, DET_MIXUP_STOP_FRACTION, DET_MIXUP_FIXED_RATIO
+_fixed_ratio                           (detection mixup)
 schedule cosine / constant             TRICKS.LR_SCHEDULE warmup_cosine over SOLVER.MAX_ITER (constant: MIN_LR_RATIO 1)
 schedule step, step_milestones,        TRICKS.LR_SCHEDULE warmup_step, SOLVER.STEPS (milestone epochs in iterations),
 step_gamma                             SOLVER.GAMMA
@@ -90,6 +91,7 @@ def apply_recipe(cfg, opts=()) -> Recipe | None:
     cfg.TRICKS.LABEL_SMOOTHING_FORM = recipe.label_smoothing_form
     cfg.TRICKS.DET_MIXUP_ALPHA = float(recipe.det_mixup_alpha)
     cfg.TRICKS.DET_MIXUP_STOP_FRACTION = float(recipe.det_mixup_stop_fraction)
+    cfg.TRICKS.DET_MIXUP_FIXED_RATIO = float(recipe.det_mixup_fixed_ratio)
     try:
         plan = recipe.lr_schedule(per_epoch, total_steps=cfg.SOLVER.MAX_ITER)
     except ValueError as err:

@@ -40,12 +40,13 @@ from mmengine.structures import InstanceData
 from plugins.tricks.detection_mixup import (
     batch_partners,
     check_det_mixup_alpha,
+    check_fixed_ratio,
     check_mix_weights,
     check_stop_fraction,
+    draw_ratio,
     mix_detection_pair,
     mixup_active,
     ratio_generator,
-    sample_mix_ratio,
     sample_mix_weights,
 )
 
@@ -78,7 +79,8 @@ def _mix_pair(sample_a, image_a, sample_b, image_b, ratio):
     return mixed.image, gt, ignored
 
 
-def mix_det_batch(data_batch: dict, alpha: float, generator: torch.Generator | None = None) -> list[float | None]:
+def mix_det_batch(data_batch: dict, alpha: float, generator: torch.Generator | None = None,
+                  fixed_ratio: float | None = None) -> list[float | None]:
     """Mix an MMDetection training batch in place (before the data preprocessor); returns each sample's ratio.
 
     Args:
@@ -86,6 +88,7 @@ def mix_det_batch(data_batch: dict, alpha: float, generator: torch.Generator | N
             it (mmdet's ``pseudo_collate``).
         alpha: ``r ~ Beta(alpha, alpha)``, > 0.
         generator: where the ratios come from (one draw per mixed sample, in sample order).
+        fixed_ratio: every sample's ratio instead of a draw (None, default: drawn).
 
     Sample ``i`` becomes ``mix(inputs[i], inputs[N - 1 - i], r_i)`` with the boxes of both and
     ``gt_instances.mix_weights`` (``r_i`` on its own boxes, ``1 - r_i`` on its partner's); ``img_shape`` becomes
@@ -106,7 +109,7 @@ def mix_det_batch(data_batch: dict, alpha: float, generator: torch.Generator | N
         if j is None:
             ratios.append(None)
             continue
-        ratio = sample_mix_ratio(alpha, generator)
+        ratio = draw_ratio(alpha, generator, fixed_ratio)
         image, gt, ignored = _mix_pair(originals[i], images[i], originals[j], images[j], ratio)
         inputs[i] = image
         mixed_samples[i].gt_instances = gt
@@ -126,16 +129,20 @@ class DetectionMixupHook(Hook):
         stop_fraction: mix iterations ``< stop_fraction * max_iters`` (default 1.0: all of them).
         seed: the ratios of iteration ``k`` come from a generator seeded by ``(seed, k)`` (default None: the
             runner's ``randomness.seed``, 0 when unset).
+        fixed_ratio: a ratio in (0, 1) used for every pair instead of the Beta draws (default None), e.g. 0.5 for
+            the anchors' fixed blend (each box then weighs 0.5).
     """
 
     priority = "ABOVE_NORMAL"  # before hooks that read the batch (NORMAL and lower)
 
-    def __init__(self, alpha: float = 1.5, stop_fraction: float = 1.0, seed: int | None = None) -> None:
+    def __init__(self, alpha: float = 1.5, stop_fraction: float = 1.0, seed: int | None = None,
+                 fixed_ratio: float | None = None) -> None:
         self.alpha = check_det_mixup_alpha(alpha, "DetectionMixupHook alpha")
         self.stop_fraction = check_stop_fraction(stop_fraction, "DetectionMixupHook stop_fraction")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError(f"DetectionMixupHook seed={seed!r} is not accepted; accepted: an int or None")
         self.seed = seed
+        self.fixed_ratio = check_fixed_ratio(fixed_ratio, "DetectionMixupHook fixed_ratio")
 
     def before_train(self, runner) -> None:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
@@ -155,14 +162,15 @@ class DetectionMixupHook(Hook):
             raise ValueError(f"DetectionMixupHook needs model.rpn_head.type='MixWeightRPNHead', got "
                              f"{type(rpn_head).__name__}, which would ignore the box weights")
         last = math.ceil(self.stop_fraction * runner.max_iters)
-        runner.logger.info(f"DetectionMixupHook: batches mixed in pairs, r ~ Beta({self.alpha}, {self.alpha}), "
-                           f"iterations 1..{last} of {runner.max_iters}")
+        ratio = f"r = {self.fixed_ratio}" if self.fixed_ratio is not None else f"r ~ Beta({self.alpha}, {self.alpha})"
+        runner.logger.info(f"DetectionMixupHook: batches mixed in pairs, {ratio}, iterations 1..{last} of "
+                           f"{runner.max_iters}")
 
     def before_train_iter(self, runner, batch_idx: int, data_batch: dict | None = None) -> None:
         if data_batch is None or not mixup_active(runner.iter, runner.max_iters, self.stop_fraction):
             return
         seed = self.seed if self.seed is not None else (runner.seed or 0)
-        mix_det_batch(data_batch, self.alpha, ratio_generator(seed, runner.iter))
+        mix_det_batch(data_batch, self.alpha, ratio_generator(seed, runner.iter), self.fixed_ratio)
 
 
 class MixWeightRPNHead(RPNHead):

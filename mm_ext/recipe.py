@@ -16,8 +16,8 @@ step_gamma                             iterations in the recipe's ``lr_schedule`
 label_smoothing(_form)                 the config's CrossEntropyLoss of the box classifier (mmdet) or decode
                                        heads (mmseg), swapped by type for LabelSmoothingCrossEntropyLoss
 zero_gamma                             model.backbone.zero_gamma for a TimmTransferBackbone of a tricks_* model
-det_mixup_alpha,                       custom_hooks gets DetectionMixupHook(alpha, stop_fraction) and the stock
-det_mixup_stop_fraction                RPNHead / StandardRoIHead / CascadeRoIHead become their MixWeight* types
+det_mixup_alpha, _stop_fraction,       custom_hooks gets DetectionMixupHook(alpha, stop_fraction, fixed_ratio) and
+_fixed_ratio                           the stock RPNHead / StandardRoIHead / CascadeRoIHead their MixWeight* types
 amp                                    AmpOptimWrapper where CUDA is available
 =====================================  =========================================================================
 
@@ -93,8 +93,11 @@ def _det_mixup(cfg: Config, recipe: Recipe) -> None:
             kind = str(head.get("type", "")).split(".")[-1]
             head["type"] = _MIX_WEIGHT_HEADS.get(kind, head.get("type"))
     hooks = [h for h in cfg.get("custom_hooks", None) or [] if h.get("type") != "DetectionMixupHook"]
-    hooks.append(ConfigDict(type="DetectionMixupHook", alpha=float(recipe.det_mixup_alpha),
-                            stop_fraction=float(recipe.det_mixup_stop_fraction)))
+    hook = ConfigDict(type="DetectionMixupHook", alpha=float(recipe.det_mixup_alpha),
+                      stop_fraction=float(recipe.det_mixup_stop_fraction))
+    if recipe.det_mixup_fixed_ratio:
+        hook["fixed_ratio"] = float(recipe.det_mixup_fixed_ratio)
+    hooks.append(hook)
     cfg.custom_hooks = hooks
 
 

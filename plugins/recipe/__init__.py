@@ -63,7 +63,8 @@ class Recipe:
     - ``distill_teacher``: teacher model name or checkpoint path, None = no distillation (default);
       ``distill_temperature`` (20.0).
     - ``det_mixup_alpha`` (0.0 = off; Bag of Freebies: 1.5): detectors only, the detection mixup of
-      :mod:`plugins.tricks.detection_mixup`, on iterations ``< det_mixup_stop_fraction`` (1.0) x the run's.
+      :mod:`plugins.tricks.detection_mixup`, on iterations ``< det_mixup_stop_fraction`` (1.0) x the run's;
+      ``det_mixup_fixed_ratio`` (0.0: ratios drawn; in (0, 1): every pair blended with it, the anchors' 0.5).
     """
 
     name: str | None = None
@@ -91,6 +92,7 @@ class Recipe:
     amp: bool = False
     det_mixup_alpha: float = 0.0
     det_mixup_stop_fraction: float = 1.0
+    det_mixup_fixed_ratio: float = 0.0
 
     def __post_init__(self) -> None:
         # A yaml or JSON list must still hash: store milestones as a tuple. An invalid recipe cannot exist.
@@ -169,6 +171,7 @@ class Recipe:
         number("mixup_alpha", 0.0, math.inf)
         number("det_mixup_alpha", 0.0, math.inf)
         number("det_mixup_stop_fraction", 0.0, 1.0, low_open=True)
+        number("det_mixup_fixed_ratio", 0.0, 1.0, high_open=True)
         if self.distill_teacher is not None and (
             not isinstance(self.distill_teacher, str) or not self.distill_teacher
         ):

@@ -36,8 +36,10 @@ __all__ = [
     "MixedDetection",
     "batch_partners",
     "check_det_mixup_alpha",
+    "check_fixed_ratio",
     "check_stop_fraction",
     "check_mix_weights",
+    "draw_ratio",
     "mix_detection_pair",
     "mix_images",
     "mixup_active",
@@ -63,6 +65,17 @@ def check_det_mixup_alpha(alpha: float, name: str = "alpha") -> float:
     if not ok:
         raise ValueError(f"{name}={alpha!r} is not accepted; accepted: a finite number > 0 (the paper: 1.5)")
     return float(alpha)
+
+
+def check_fixed_ratio(ratio: float | None, name: str = "fixed_ratio") -> float | None:
+    """Return ``ratio`` (None: ratios are drawn), or raise ValueError naming ``name`` unless it lies in (0, 1)."""
+    if ratio is None:
+        return None
+    ok = isinstance(ratio, int | float) and not isinstance(ratio, bool) and 0.0 < ratio < 1.0
+    if not ok:
+        raise ValueError(f"{name}={ratio!r} is not accepted; accepted: a number in (0, 1) (GluonCV's and "
+                         "MMDetection's fixed blend: 0.5), or None to draw r ~ Beta(alpha, alpha)")
+    return float(ratio)
 
 
 def check_mix_weights(weights: Tensor, name: str = "mix_weights") -> Tensor:
@@ -109,6 +122,13 @@ def sample_mix_ratio(alpha: float, generator: torch.Generator | None = None) -> 
     alpha = check_det_mixup_alpha(alpha)
     seed = int(torch.randint(0, 2**63 - 1, (1,), generator=generator, dtype=torch.int64))
     return float(np.random.default_rng(seed).beta(alpha, alpha))
+
+
+def draw_ratio(alpha: float, generator: torch.Generator | None = None, fixed_ratio: float | None = None) -> float:
+    """``fixed_ratio`` when given (the anchors' fixed blend, nothing drawn), else :func:`sample_mix_ratio`."""
+    if fixed_ratio is not None:
+        return check_fixed_ratio(fixed_ratio)
+    return sample_mix_ratio(alpha, generator)
 
 
 def mix_images(image_a: Tensor, image_b: Tensor, ratio: float) -> Tensor:

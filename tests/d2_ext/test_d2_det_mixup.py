@@ -267,12 +267,16 @@ def test_the_loader_mixes_until_the_stop_fraction():
     loader = DetectionMixupLoader(batches, alpha=1.5, max_iter=4, stop_fraction=0.5, seed=0)
     mixed = [[d["instances"].has("gt_mix_weights") for d in batch] for batch in loader]
     assert mixed == [[True, False, True]] * 2 + [[False, False, False]] * 2
+    fixed = DetectionMixupLoader(batches[:1], alpha=1.5, max_iter=4, seed=0, fixed_ratio=0.5)
+    [batch] = list(fixed)
+    torch.testing.assert_close(batch[0]["instances"].gt_mix_weights, torch.full((6,), 0.5), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("key, value, accepted", [
     ("DET_MIXUP_ALPHA", -1.5, "a finite number > 0 (the paper: 1.5), or 0 for no detection mixup"),
     ("DET_MIXUP_STOP_FRACTION", 0.0, "a number in (0, 1]"),
     ("DET_MIXUP_STOP_FRACTION", 1.5, "a number in (0, 1]"),
+    ("DET_MIXUP_FIXED_RATIO", 1.0, "0 (ratios drawn from Beta(alpha, alpha)) or a number in (0, 1)"),
 ])
 def test_bad_keys_are_named(key, value, accepted):
     cfg = _cfg()
@@ -305,9 +309,10 @@ def test_a_recipe_sets_the_detection_mixup_keys(tmp_path):
     from d2_ext import apply_recipe
 
     recipe = tmp_path / "det_mixup.yaml"
-    recipe.write_text("det_mixup_alpha: 1.5\ndet_mixup_stop_fraction: 0.8\n")
+    recipe.write_text("det_mixup_alpha: 1.5\ndet_mixup_stop_fraction: 0.8\ndet_mixup_fixed_ratio: 0.5\n")
     cfg = _cfg()
     cfg.TRICKS.RECIPE, cfg.TRICKS.ITERS_PER_EPOCH = str(recipe), 10
     cfg.SOLVER.STEPS = ()
     apply_recipe(cfg, ["TRICKS.DET_MIXUP_STOP_FRACTION", "0.5"])
     assert (cfg.TRICKS.DET_MIXUP_ALPHA, cfg.TRICKS.DET_MIXUP_STOP_FRACTION) == (1.5, 0.5), "the command line wins"
+    assert cfg.TRICKS.DET_MIXUP_FIXED_RATIO == 0.5

@@ -274,6 +274,7 @@ def test_mix_det_batch_mixes_in_pairs_with_the_plugins_formula():
     (dict(alpha=0), "DetectionMixupHook alpha=0 is not accepted; accepted: a finite number > 0"),
     (dict(alpha=-1.5), "DetectionMixupHook alpha=-1.5 is not accepted; accepted: a finite number > 0"),
     (dict(stop_fraction=0.0), "DetectionMixupHook stop_fraction=0.0 is not accepted; accepted: a number in (0, 1]"),
+    (dict(fixed_ratio=1.0), "DetectionMixupHook fixed_ratio=1.0 is not accepted; accepted: a number in (0, 1)"),
 ])
 def test_bad_hook_values_name_the_argument(kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -285,6 +286,12 @@ def test_a_weight_outside_zero_one_names_the_field(inputs):
     samples = _samples(torch.Generator().manual_seed(5), [torch.tensor([0.5, 1.5, 0.5, 0.5]), torch.ones(4)])
     with pytest.raises(ValueError, match=re.escape("gt_instances.mix_weights holds 1.5, which is not accepted")):
         _roi_run(_build(_roi_dict(cfg, "MixWeightStandardRoIHead")), inputs, samples)
+
+
+def test_a_fixed_ratio_weighs_every_box_by_it():
+    batch = _batch(torch.Generator().manual_seed(0))
+    assert mix_det_batch(batch, 1.5, ratio_generator(0, 0), fixed_ratio=0.5) == [0.5, None, 0.5]
+    torch.testing.assert_close(batch["data_samples"][0].gt_instances.mix_weights, torch.full((6,), 0.5), rtol=0, atol=0)
 
 
 def test_a_batch_of_one_has_no_partner():
@@ -446,6 +453,10 @@ def test_a_recipe_switches_detection_mixup_on_by_type_swaps(tmp_path):
         apply_recipe(cfg, str(recipe), log=lambda line: None)
         assert (cfg.model.rpn_head.type, cfg.model.roi_head.type) == ("MixWeightRPNHead", roi_type)
         assert cfg.custom_hooks[-1] == dict(type="DetectionMixupHook", alpha=1.5, stop_fraction=0.8)
+    recipe.write_text("det_mixup_alpha: 1.5\ndet_mixup_fixed_ratio: 0.5\n")
+    fixed = _stock(FASTER)
+    apply_recipe(fixed, str(recipe), log=lambda line: None)
+    assert fixed.custom_hooks[-1] == dict(type="DetectionMixupHook", alpha=1.5, stop_fraction=1.0, fixed_ratio=0.5)
     plain = _stock(FASTER)
     apply_recipe(plain, "baseline", log=lambda line: None)
     assert plain.model.rpn_head.type == "RPNHead" and not plain.get("custom_hooks"), "det_mixup_alpha 0: untouched"

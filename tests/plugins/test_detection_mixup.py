@@ -8,7 +8,9 @@ import torch
 
 from plugins.tricks.detection_mixup import (
     batch_partners,
+    check_fixed_ratio,
     check_mix_weights,
+    draw_ratio,
     mix_detection_pair,
     mix_images,
     mixup_active,
@@ -91,3 +93,17 @@ def test_bad_alpha_names_the_argument(alpha):
 def test_weights_outside_zero_one_are_refused():
     with pytest.raises(ValueError, match=r"gt_mix_weights holds 1\.5, which is not accepted; accepted: box weights"):
         check_mix_weights(torch.tensor([0.5, 1.5]), "gt_mix_weights")
+
+
+def test_a_fixed_ratio_is_used_as_is_and_draws_nothing():
+    generator = ratio_generator(0, 0)
+    state = generator.get_state()
+    assert draw_ratio(1.5, generator, fixed_ratio=0.5) == 0.5
+    assert torch.equal(generator.get_state(), state), "nothing drawn"
+    assert draw_ratio(1.5, ratio_generator(0, 0)) == sample_mix_ratio(1.5, ratio_generator(0, 0))
+
+
+@pytest.mark.parametrize("ratio", [0.0, 1.0, -0.5, True])
+def test_bad_fixed_ratio_names_the_argument(ratio):
+    with pytest.raises(ValueError, match=re.escape(f"fixed_ratio={ratio!r} is not accepted; accepted: a number in (0, 1)")):
+        check_fixed_ratio(ratio)
