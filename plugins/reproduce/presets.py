@@ -27,6 +27,8 @@ class Preset:
         transfer_lr: their lr at ``transfer_batch`` (the same in MMDetection, Detectron2 and MMSegmentation).
         dataset: classification data, ``fashion_photos`` (Fashion-MNIST items on photo crops, the fashion
             scenes' domain, RGB) or ``fashion_mnist`` (grey items on black).
+        det_ablation_frameworks: the detectors of the Bag of Freebies ablation (``study.det_ablation_stages``):
+            ``"mmdet"`` and/or ``"d2"``; empty: no ablation. Its seeds are ``transfer_seeds``.
     """
 
     name: str
@@ -49,6 +51,7 @@ class Preset:
     dataset: str = "fashion_photos"
     model: str = "tricks_resnet26n"
     teacher_model: str = "tricks_resnet50n"
+    det_ablation_frameworks: tuple[str, ...] = ("mmdet", "d2")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,7 +60,8 @@ class Preset:
 PRESETS = {
     "quick": Preset(name="quick", seeds=(0,), epochs=2, teacher_epochs=2, train_subset=5000, val_subset=2000,
                     img_size=32, batch_size=64, scenes_train=200, scenes_val=50, scene_size=128,
-                    det_iters=100, seg_iters=100, det_warmup_iters=25, transfer_batch=4, transfer_lr=0.01),
+                    det_iters=100, seg_iters=100, det_warmup_iters=25, transfer_batch=4, transfer_lr=0.01,
+                    det_ablation_frameworks=("d2",)),  # the detection ablation's rows once, in one framework
     # 3 seeds of 33 classification runs on the fashion photos, 8 epochs (about 55 min: an efficient bfloat16 run
     # takes about 1 min, the float32 baseline 2.2 min), and 3 detector seeds of every transfer row (random-init
     # control included) in the three detectors/segmenters: 54 runs of 800 iterations at about 0.25 s each (about

@@ -11,7 +11,16 @@ from pathlib import Path
 from plugins.runtime.lr_record import read_lr_record
 
 from . import reference
-from .study import RANDOM_ROW, STACKED_ROWS, TRANSFER_ROWS, TWEAK_ROWS, cls_stage_name, slug
+from .study import (
+    DET_ABLATION_ROWS,
+    RANDOM_ROW,
+    STACKED_ROWS,
+    TRANSFER_ROWS,
+    TWEAK_ROWS,
+    cls_stage_name,
+    det_ablation_stage_name,
+    slug,
+)
 
 # The paper's efficient-training comparison: the same ResNet-B, baseline (float32, batch b, no tricks) against
 # the efficient setting (low precision, batch 4b, linear scaling, warmup, zero gamma, no bias decay).
@@ -225,6 +234,7 @@ def write_report(run_dir: Path, preset, results: dict[str, dict], meta: dict,
         meta = {**meta, "stage_time": None if spent is None else f"{spent / 60:.1f} min",
                 "stage_cpu_time": None if cpu is None else f"{cpu / 3600:.2f} h"}
     tables = collect(results, seeds, list(preset.transfer_seeds))
+    tables.update(collect_det_ablation(results, list(preset.transfer_seeds)))
     out = {"preset": preset.to_dict(), "meta": meta, "tables": tables, "stages": results}
     tmp = run_dir / "results.json.tmp"
     tmp.write_text(json.dumps(out, indent=2, sort_keys=True))
@@ -264,12 +274,46 @@ def write_report(run_dir: Path, preset, results: dict[str, dict], meta: dict,
                  [("mAP", "AP"), ("mAP50", "AP50")], reference.DETECTION_MAP),
           _table("Transfer: FCN, MMSegmentation (pixel accuracy %, mIoU %)", tables["segmentation_mmseg"],
                  [("pixel_acc", "pixel acc"), ("mIoU", "mIoU")], reference.SEGMENTATION, 1, delta_key="mIoU"),
+          *det_ablation_section(tables, preset),
           _transfer_vs_top1_section(transfer_vs_top1(tables, results, preset.seeds[0]), preset.seeds[0]),
           "## Figures", ""]
     md += [f"![{name}]({name})" for name in figures]
     (run_dir / "report.md.tmp").write_text("\n".join(md) + "\n")
     os.replace(run_dir / "report.md.tmp", run_dir / "report.md")
     return run_dir / "report.md"
+
+
+_DET_ABLATION_METRICS = {"mmdet": ("MMDetection", {"mAP": "coco/bbox_mAP", "mAP50": "coco/bbox_mAP_50"}),
+                         "d2": ("Detectron2", {"mAP": "bbox/AP", "mAP50": "bbox/AP50"})}
+
+
+def collect_det_ablation(results: dict[str, dict], transfer_seeds) -> dict:
+    """``{"detection_ablation_<framework>": {row: {metric: [over seeds]}}}`` for the frameworks that ran it."""
+    tables = {}
+    for framework, (_, keys) in _DET_ABLATION_METRICS.items():
+        rows = {row: {name: [results[det_ablation_stage_name(framework, row, s)][key] for s in transfer_seeds
+                             if key in results.get(det_ablation_stage_name(framework, row, s), {})]
+                      for name, key in keys.items()} for row in DET_ABLATION_ROWS}
+        if any(vals["mAP"] for vals in rows.values()):
+            tables[f"detection_ablation_{framework}"] = rows
+    return tables
+
+
+def det_ablation_section(tables: dict, preset) -> list[str]:
+    """The Bag of Freebies ablation's tables (one per framework that ran it), or nothing."""
+    out = []
+    for framework, (title, _) in _DET_ABLATION_METRICS.items():
+        rows = tables.get(f"detection_ablation_{framework}")
+        if rows:
+            out.append(_table(f"Detection tricks (Bag of Freebies): Faster R-CNN, {title}, D-efficient backbone "
+                              "(box mAP %, COCO-style 0.5:0.95)", rows, [("mAP", "mAP"), ("mAP50", "mAP@0.5")],
+                              reference.DETECTION_FREEBIES_MAP))
+    if out:
+        out.append("Each row adds one detector trick to the row above (detection mixup: alpha 1.5, per-box loss "
+                   "weights); the fixed 0.5 blend replaces the Beta draws of the row above it, as GluonCV and "
+                   "MMDetection's MixUp blend. The paper column is Zhang et al. 2019's Faster R-CNN on VOC 2007 as "
+                   "ANCHORS.md records it from memory (not checked against the paper).\n")
+    return out
 
 
 def _figures(run_dir: Path, tables: dict, results: dict, seeds) -> list[str]:

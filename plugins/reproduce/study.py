@@ -4,6 +4,9 @@ Classification (timm_ext on Fashion-MNIST):
   model tweaks   ResNet-A, B, C, D, each with the efficient recipe;
   stacked table  B-standard -> D-efficient -> + cosine -> + label smoothing -> + distillation -> + mixup
                  -> + distillation + mixup (teacher: a deeper tricks_* model trained with cosine and smoothing).
+Detection ablation (the Bag of Freebies' Faster R-CNN rows on the D-efficient backbone, :func:`det_ablation_stages`):
+  baseline -> + cosine -> + label smoothing -> + detection mixup (per-box weights) and, beside it, mixup with
+  the anchors' fixed 0.5 blend.
 Transfer (the exported backbone of B-standard, D-efficient, + cosine, + label smoothing, + mixup, and a
   randomly initialised ResNet-D as the control): Faster R-CNN in MMDetection and Detectron2 (box mAP) and FCN in
   MMSegmentation (pixel accuracy, mIoU) on the fashion scenes, with the detector/segmenter recipe held fixed so
@@ -279,6 +282,7 @@ def build_stages(p: Preset, run_dir: Path) -> list[Stage]:
                       f"randomness.seed={seed}"],
                 deps=deps, parse=parse_mm, cost=20 + p.seg_iters * p.transfer_batch * 0.062,
                 env={"FASHION_SCENES_ROOT": data + "/"}, sources=MM_SOURCES))
+    stages.extend(det_ablation_stages(p, run_dir))
     return stages
 
 
@@ -286,3 +290,60 @@ def cls_stage_name(row: str, seed: int) -> str:
     if row == "D-efficient":
         return f"cls-tweak-D-s{seed}"
     return f"cls-{slug(row)}-s{seed}"
+
+
+# The Bag of Freebies' Faster R-CNN ablation (Zhang et al. 2019), on the D-efficient backbone of the first seed:
+# each row adds one detector trick to the row above; the last one is a sibling of "+ mixup", the anchors' fixed
+# 0.5 blend (GluonCV, MMDetection's MixUp) in place of r ~ Beta(1.5, 1.5).
+DET_ABLATION_ROWS = {"baseline (step)": "baseline", "+ cosine": "cosine", "+ label smoothing": "label-smoothing",
+                     "+ mixup": "mixup", "+ mixup, fixed 0.5 blend": "mixup-fixed"}
+
+
+def det_ablation_recipes(p: Preset) -> dict[str, dict]:
+    """The detector recipe of every ablation row: the transfer detector's (warmup, step decay), then cosine over
+    the same warmup, classifier label smoothing 0.1 (the paper's form), detection mixup with alpha 1.5 (per-box
+    weights), and the same mixup with every pair blended at 0.5."""
+    base = transfer_recipes(p)["detector"]
+    cosine = {**base, "schedule": "cosine"}
+    smooth = {**cosine, "label_smoothing": 0.1}
+    mixup = {**smooth, "det_mixup_alpha": 1.5}
+    return {"baseline (step)": base, "+ cosine": cosine, "+ label smoothing": smooth, "+ mixup": mixup,
+            "+ mixup, fixed 0.5 blend": {**mixup, "det_mixup_fixed_ratio": 0.5}}
+
+
+def det_ablation_stage_name(framework: str, row: str, seed: int) -> str:
+    return f"detab-{framework}-{DET_ABLATION_ROWS[row]}-s{seed}"
+
+
+def det_ablation_stages(p: Preset, run_dir: Path) -> list[Stage]:
+    """One detector run per row, framework (``p.det_ablation_frameworks``) and detector seed (``p.transfer_seeds``),
+    each from the D-efficient backbone of ``p.seeds[0]``. Detectron2 runs with the heads that apply the keys
+    (``MixWeightRPN``, ``LabelSmoothingStandardROIHeads``: Detectron2's own losses where a key is off); the
+    MMDetection recipe swaps its heads and loss by type where a row needs them."""
+    recipe_files = {row: _write_recipe(run_dir, f"det-ablation-{slug_}", recipe)
+                    for (row, recipe), slug_ in zip(det_ablation_recipes(p).items(), DET_ABLATION_ROWS.values(),
+                                                    strict=True)}
+    scenes, backbone = "data-fashion-scenes", cls_stage_name("D-efficient", p.seeds[0])
+    data, checkpoint, model = "{dep:" + scenes + "}", "{dep:" + backbone + "}/backbone.pth", p.model + "d"
+    stages = []
+    for seed in p.transfer_seeds:
+        for row in DET_ABLATION_ROWS:
+            if "mmdet" in p.det_ablation_frameworks:
+                stages.append(Stage(
+                    name=det_ablation_stage_name("mmdet", row, seed),
+                    argv=["-m", "mm_ext.train", MMDET_CONFIG, "--work-dir", "{out}", "--recipe", recipe_files[row],
+                          "--recipe-iters-per-epoch", str(transfer_iters_per_epoch(p)), "--cfg-options",
+                          f"model.backbone.model_name={model}", f"model.backbone.checkpoint={checkpoint}",
+                          *_mm_options(p, p.det_iters), f"randomness.seed={seed}"],
+                    deps=[backbone, scenes], parse=parse_mm, cost=25 + p.det_iters * p.transfer_batch * 0.07,
+                    env={"FASHION_SCENES_ROOT": data + "/"}, sources=MM_SOURCES))
+            if "d2" in p.det_ablation_frameworks:
+                stages.append(Stage(
+                    name=det_ablation_stage_name("d2", row, seed),
+                    argv=["-m", "d2_ext.train_net", "--config-file", D2_CONFIG, "--scenes-root", data,
+                          "--recipe", recipe_files[row], "OUTPUT_DIR", "{out}", "TRICKS.TIMM.MODEL_NAME", model,
+                          "TRICKS.TIMM.CHECKPOINT", checkpoint, "MODEL.PROPOSAL_GENERATOR.NAME", "MixWeightRPN",
+                          "MODEL.ROI_HEADS.NAME", "LabelSmoothingStandardROIHeads", *_d2_options(p), "SEED", str(seed)],
+                    deps=[backbone, scenes], parse=parse_d2, cost=12 + p.det_iters * p.transfer_batch * 0.065,
+                    sources=D2_SOURCES))
+    return stages
