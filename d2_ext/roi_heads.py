@@ -95,6 +95,9 @@ class LabelSmoothingFastRCNNOutputLayers(FastRCNNOutputLayers):
         return cat(weights, dim=0)
 
     def _weighted_losses(self, predictions, proposals, weights):
+        if getattr(self, "use_sigmoid_ce", False):  # Detectron2 main's federated classifier: not a softmax
+            raise ValueError("cfg.TRICKS.DET_MIXUP_ALPHA weights the losses of a softmax box classifier; accepted: "
+                             "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE False")
         scores, proposal_deltas = predictions
         gt_classes = cat([p.gt_classes for p in proposals], dim=0)
         _log_classification_stats(scores, gt_classes)

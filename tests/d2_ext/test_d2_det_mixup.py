@@ -316,3 +316,11 @@ def test_a_recipe_sets_the_detection_mixup_keys(tmp_path):
     apply_recipe(cfg, ["TRICKS.DET_MIXUP_STOP_FRACTION", "0.5"])
     assert (cfg.TRICKS.DET_MIXUP_ALPHA, cfg.TRICKS.DET_MIXUP_STOP_FRACTION) == (1.5, 0.5), "the command line wins"
     assert cfg.TRICKS.DET_MIXUP_FIXED_RATIO == 0.5
+
+
+def test_a_sigmoid_box_classifier_is_refused_by_name(inputs):
+    """Detectron2 main's MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE (absent from v0.6: set on the predictor here)."""
+    heads = _heads("LabelSmoothingStandardROIHeads")
+    heads.box_predictor.use_sigmoid_ce = True
+    with pytest.raises(ValueError, match=re.escape("accepted: MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE False")):
+        _roi_run(heads, inputs, _targets(WEIGHTS))
