@@ -1,6 +1,6 @@
 """User configs that switch detection mixup on with TRICKS keys (tests/d2_ext/user_configs/*det_mixup.yaml, on the
 installed model zoo's Base-RCNN-FPN.yaml and Misc/cascade_mask_rcnn_R_50_FPN_1x.yaml) train a few CPU iterations
-through the README's own DefaultTrainer subclass and d2_ext.Trainer, the mixed batches reaching the model until
+through the README's own DefaultTrainer subclass, d2_ext.Trainer and d2_ext.train_net, the mixed batches reaching the model until
 DET_MIXUP_STOP_FRACTION; trainers and models that would not apply the keys fail before training, naming them."""
 
 import re
@@ -133,3 +133,18 @@ def test_models_that_would_not_apply_the_keys_are_refused_by_name(extra, needle,
     trainer = d2_ext.Trainer(_cfg(user_configs[NAMES[1]], tmp_path, *extra))
     with pytest.raises(ValueError, match=re.escape(needle)):
         trainer.train()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_user_config_trains_with_train_net(name, user_configs, scenes, tmp_path):
+    import json
+
+    from d2_ext.train_net import cli
+
+    cli(["--config-file", str(user_configs[name]), *CPU, "OUTPUT_DIR", str(tmp_path)])
+    records = [json.loads(line) for line in (tmp_path / "metrics.json").read_text().splitlines() if line.strip()]
+    losses = [r["total_loss"] for r in records if "total_loss" in r]
+    assert losses and all(torch.isfinite(torch.tensor(losses))), records
+    assert (tmp_path / "model_final.pth").is_file()
+    assert "DET_MIXUP_ALPHA: 1.5" in (tmp_path / "config.yaml").read_text()

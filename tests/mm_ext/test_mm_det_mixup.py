@@ -421,26 +421,34 @@ def test_stock_cascade_config_smooths_and_mixes_every_stage_by_type_swaps(fashio
 
 
 @pytest.mark.slow
-def test_user_config_trains_through_mmdets_own_tools_train(fashion_scenes, monkeypatch, tmp_path):
-    """MMDetection's packaged tools/train.py, in its own process, on the user config pointed at the tiny data."""
-    monkeypatch.setenv("FASHION_SCENES_ROOT", f"{fashion_scenes}/")
+def test_user_config_trains_alike_through_mmdets_tools_train_and_mm_ext_train(fashion_scenes, monkeypatch, tmp_path):
+    """MMDetection's packaged tools/train.py, in its own process, and ``python -m mm_ext.train`` on the user config
+    pointed at the tiny data: both mix (the hook's log line) and give the same losses."""
+    from mm_ext.train import main
+
     tools_train = Path(importlib.util.find_spec("mmdet").origin).parent / ".mim" / "tools" / "train.py"
     if not tools_train.is_file():
         pytest.skip(f"mmdet is installed without its tools/train.py ({tools_train})")
+    monkeypatch.setenv("FASHION_SCENES_ROOT", f"{fashion_scenes}/")
     cfg = Config.fromfile(str(USER_CONFIG))
     cfg.model.backbone.checkpoint = None
+    cfg.randomness = dict(seed=0)
     config = tmp_path / "faster-rcnn_timm-r26nd_fpn_det-mixup_tiny.py"
-    _on_tiny_data(cfg, tmp_path / "work", iters=2).dump(str(config))
+    _on_tiny_data(cfg, tmp_path / "tools", iters=2).dump(str(config))
     result = subprocess.run(
-        [sys.executable, str(tools_train), str(config), "--work-dir", str(tmp_path / "work")],
+        [sys.executable, str(tools_train), str(config), "--work-dir", str(tmp_path / "tools")],
         cwd=tmp_path, capture_output=True, text=True, timeout=600,
         env={**os.environ, "FASHION_SCENES_ROOT": f"{fashion_scenes}/", "PYTHONPATH": str(ROOT)},
     )
     assert result.returncode == 0, result.stderr[-4000:]
-    log = next((tmp_path / "work").glob("*/*.log")).read_text()
-    assert "DetectionMixupHook: batches mixed in pairs, r ~ Beta(1.5, 1.5), iterations 1..2 of 2" in log
-    losses = [float(m) for m in re.findall(r"\(train\) .*?\bloss: ([0-9.]+)", log)]
-    assert len(losses) == 2 and all(math.isfinite(v) for v in losses), losses
+    assert main([str(config), "--work-dir", str(tmp_path / "mm_ext")]) == 0
+    losses = {}
+    for route in ("tools", "mm_ext"):
+        log = next((tmp_path / route).glob("*/*.log")).read_text()
+        assert "DetectionMixupHook: batches mixed in pairs, r ~ Beta(1.5, 1.5), iterations 1..2 of 2" in log, route
+        losses[route] = [float(m) for m in re.findall(r"\(train\) .*?\bloss: ([0-9.]+)", log)]
+        assert len(losses[route]) == 2 and all(math.isfinite(v) for v in losses[route]), losses
+    torch.testing.assert_close(losses["tools"], losses["mm_ext"], rtol=1e-4, atol=0, msg="the same mixed run")
 
 
 def test_a_recipe_switches_detection_mixup_on_by_type_swaps(tmp_path):
