@@ -7,10 +7,12 @@ recipe never exists. Its defaults are the paper's baseline
 lr divided by 10 at epochs 30, 60 and 90, no trick on. Shipped presets live in ``plugins/recipe/presets/*.yaml``.
 
 The modules: :mod:`~plugins.recipe.schema` (the dataclass and its validation), :mod:`~plugins.recipe.io` (yaml,
-presets) and :mod:`~plugins.recipe.plan` (the step plan in updates).
+presets), :mod:`~plugins.recipe.plan` (the step plan in updates) and :mod:`~plugins.recipe.frameworks` (how an
+adapter loads a recipe and which of its fields the framework does not apply).
 """
 
+from .frameworks import FRAMEWORKS, load_recipe, not_applied
 from .io import RECIPES_DIR
 from .schema import Recipe
 
-__all__ = ["RECIPES_DIR", "Recipe"]
+__all__ = ["FRAMEWORKS", "RECIPES_DIR", "Recipe", "load_recipe", "not_applied"]
