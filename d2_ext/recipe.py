@@ -26,8 +26,9 @@ Not applied, and said in the log (:func:`plugins.recipe.frameworks.not_applied`,
 prints too): ``epochs`` and ``batch_size`` (the detector's length and batch are SOLVER.MAX_ITER and
 IMS_PER_BATCH), ``variant``/``depth`` (the backbone is TRICKS.TIMM.MODEL_NAME), mixup of whole images and
 distillation (classification tricks; ``distill_temperature`` only with a teacher), ``amp`` on a machine without
-CUDA (Detectron2's AMP trainer needs it; with CUDA it sets SOLVER.AMP.ENABLED). Every count of iterations comes from the recipe's
-``lr_schedule`` (``plugins.recipe.plan.epochs_to_steps``, the one conversion) over SOLVER.MAX_ITER.
+CUDA (Detectron2's AMP trainer needs it; with CUDA it sets SOLVER.AMP.ENABLED). Every count of iterations comes
+from the recipe's ``lr_schedule`` (``plugins.recipe.plan.epochs_to_steps``, the one conversion) over
+SOLVER.MAX_ITER.
 The resolved recipe is stored in ``TRICKS.RECIPE_RESOLVED`` (so ``config.yaml`` in OUTPUT_DIR records it).
 """
 
