@@ -28,13 +28,11 @@ import numpy as np
 import torch
 from timm import utils
 
+from plugins.runtime.errors import NonFiniteLossError
+
 _logger = logging.getLogger("train")
 
 __all__ = ["NonFiniteLossError", "batch_seed", "train_one_epoch", "validate"]
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the last checkpoint on disk predates it."""
 
 
 def batch_seed(seed: int, rank: int, epoch: int, batch: int) -> int:

@@ -183,6 +183,14 @@ def _read_position(path: str, model_name: str, updates_per_epoch: int) -> dict |
     return position
 
 
+def _last_saved(saver, output_dir) -> str:
+    """The newest checkpoint in the run folder: what a run stopped now would resume from."""
+    if saver is None:
+        return ""
+    found = [p for p in (saver.curr_recovery_file, os.path.join(output_dir, "last.pth.tar")) if p and os.path.exists(p)]
+    return max(found, key=os.path.getmtime) if found else ""
+
+
 def _write_summary(path: str, rows: list[dict]) -> None:
     """summary.csv with timm's columns (as ``timm.utils.update_summary``), then ``SUMMARY_EXTRA``, atomically."""
     if not rows:
@@ -386,12 +394,24 @@ def run(args, given: set[str], args_text: str) -> dict:  # noqa: C901 (timm's se
         saver.updates_per_epoch = updates_per_epoch
         if args.resume and os.path.dirname(os.path.abspath(args.resume)) == os.path.abspath(output_dir):
             saver.load_state_dict_from_checkpoint(args.resume)  # keep the ranked history of this folder
-        atomic_write(os.path.join(output_dir, "args.yaml"), args_text)
-        if recipe is not None:
-            atomic_write(os.path.join(output_dir, "recipe.yaml"), recipe.to_yaml())
         lr_log = RunFiles(output_dir, len(optimizer.param_groups))
-        saver.before_save = lr_log.flush_lr
+        records = {"args.yaml": args_text, **({"recipe.yaml": recipe.to_yaml()} if recipe is not None else {})}
 
+        def write_records(records=records, lr_log=lr_log, output_dir=output_dir):
+            for name, text in records.items():
+                atomic_write(os.path.join(output_dir, name), text)
+            records.clear()
+            lr_log.flush_lr()
+
+        # In a fresh folder the records come first (timm: -c args.yaml repeats even a crashed run); in a folder
+        # that holds a run, with the first checkpoint, so that a command that fails changes nothing there.
+        if not os.path.exists(os.path.join(output_dir, "args.yaml")):
+            write_records()
+        saver.before_save = write_records
+
+    if args.sched in TRICKS_SCHEDULES:  # the closed form is of this command's lr, a resumed optimizer's too
+        for group in optimizer.param_groups:
+            group["initial_lr"] = args.lr
     lr_scheduler, num_epochs = create_scheduler(args, optimizer, updates_per_epoch, recipe, decreasing)
     start_epoch = args.start_epoch if args.start_epoch is not None else (resume_epoch or 0)
     start_batch, loss_so_far = 0, (0.0, 0)
@@ -432,8 +452,7 @@ def run(args, given: set[str], args_text: str) -> dict:  # noqa: C901 (timm's se
             model_dtype=model_dtype, mixup_fn=mixup_fn, scheduled_batch_mode=scheduled_batch_mode,
             batch_size_reference=batch_reference, on_update=lr_log.log_lr if lr_log else None,
             on_device=in_memory, start_batch=start_batch, loss_so_far=loss_so_far,
-            last_saved=getattr(saver, "curr_recovery_file", "") or (
-                os.path.join(output_dir, "last.pth.tar") if output_dir and epoch > start_epoch else ""))
+            last_saved=_last_saved(saver, output_dir))
         start_batch, loss_so_far = 0, (0.0, 0)
         extra = {k: train_metrics.pop(k) for k in SUMMARY_EXTRA if k in train_metrics}
         if lr_log is not None:

@@ -244,6 +244,8 @@ def load_teacher(path: str, model_name: str | None, student: nn.Module, device) 
     ckpt = load_train_checkpoint(path, "--kd-teacher")
     saved = recorded_args(ckpt)
     state = ckpt.get("state_dict", ckpt.get("model"))
+    if state is None and ckpt and all(torch.is_tensor(v) for v in ckpt.values()):
+        state = ckpt  # a plain state_dict file (with --kd-model)
     if not isinstance(state, dict):
         raise UsageError(f"--kd-teacher {path}: no state_dict in it; expected a checkpoint of tricks-train")
     name = model_name or saved.get("model")

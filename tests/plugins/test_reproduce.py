@@ -252,12 +252,12 @@ def test_transfer_runs_vary_the_detector_seed_over_the_first_seeds_backbones(tmp
 
 
 def test_classification_stages_resume_and_students_depend_on_their_teacher(tmp_path):
-    # A classification stage interrupted mid-run must resume from its last.pth, and a distillation student's
+    # A classification stage interrupted mid-run must resume from timm's last.pth.tar, and a distillation student's
     # cache key must follow its teacher (a retrained teacher reruns the students).
     stages = {s.name: s for s in build_stages(get_preset("full"), tmp_path)}
     cls = [s for n, s in stages.items() if n.startswith("cls-")]
-    assert cls and all(s.resume_argv == ["--resume", "{out}/last.pth"] and s.resume_marker == "last.pth"
-                       for s in cls)
+    assert cls and all(s.resume_argv == ["--resume", "{out}/train/last.pth.tar"]
+                       and s.resume_marker == "train/last.pth.tar" for s in cls)
     for seed in (0, 1, 2):
         for student in (f"cls-distillation-s{seed}", f"cls-distillation-mixup-s{seed}"):
             assert stages[student].deps == [f"cls-teacher-s{seed}"]

@@ -15,6 +15,9 @@ Where the conventions differ, the comparison maps them:
   (``timm_ext._timm_loop.batch_seed``); the plain loop seeds it the same way.
 """
 
+import csv
+
+import numpy as np
 import pytest
 import timm
 import torch
@@ -24,10 +27,6 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 
 from plugins.data.fashion_mnist import FashionMNIST
-import csv
-
-import numpy as np
-
 from timm_ext import train as train_cmd
 from timm_ext._timm_loop import batch_seed
 from timm_ext._timm_setup import load_train_checkpoint
