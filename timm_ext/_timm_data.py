@@ -35,10 +35,11 @@ _STATS = {"fashion_mnist": ((fashion_mnist.MEAN,), (fashion_mnist.STD,)),
 
 
 class BuiltInImages(Dataset):
-    """``(PIL image, label)`` over uint8 images ``[N, H, W]`` (grey) or ``[N, 3, H, W]`` (RGB)."""
+    """``(PIL image, label)`` over uint8 images ``[N, H, W]`` (grey) or ``[N, 3, H, W]`` (RGB), converted to
+    ``mode`` (timm's ``--input-img-mode``: "L" or "RGB"; None keeps the stored mode)."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform=None):
-        self.images, self.labels, self.transform = images, labels, transform
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform=None, mode: str | None = None):
+        self.images, self.labels, self.transform, self.mode = images, labels, transform, mode
         self.target_transform = None
 
     def __len__(self) -> int:
@@ -47,6 +48,8 @@ class BuiltInImages(Dataset):
     def __getitem__(self, index: int):
         img = self.images[index]
         pil = Image.fromarray(img.numpy(), "L") if img.ndim == 2 else Image.fromarray(img.permute(1, 2, 0).numpy())
+        if self.mode and pil.mode != self.mode:
+            pil = pil.convert(self.mode)
         if self.transform is not None:
             pil = self.transform(pil)
         return pil, int(self.labels[index])
@@ -57,16 +60,18 @@ def _indices(split: str, limit: int) -> range | None:
     return range(min(limit, total)) if limit else None
 
 
-def built_in_dataset(name: str, split: str, root=None, img_size: int | None = None, limit: int = 0) -> BuiltInImages:
-    """One split (``train`` / ``test``) of a built-in dataset; ``limit`` keeps the first N items (0: all)."""
+def built_in_dataset(name: str, split: str, root=None, img_size: int | None = None, limit: int = 0,
+                     mode: str | None = None) -> BuiltInImages:
+    """One split (``train`` / ``test``) of a built-in dataset; ``limit`` keeps the first N items (0: all); the
+    images are given in PIL ``mode`` (None: as stored)."""
     indices = _indices(split, limit)
     if name == "fashion_mnist":
         images, labels = fashion_mnist.load_fashion_mnist(split, root)
         if indices is not None:
             images, labels = images[: len(indices)], labels[: len(indices)]
-        return BuiltInImages(images, labels)
+        return BuiltInImages(images, labels, mode=mode)
     photos = fashion_photos.FashionPhotos(split, root=root, img_size=img_size or _SIZE[name], indices=indices)
-    return BuiltInImages(photos.images, photos.labels)
+    return BuiltInImages(photos.images, photos.labels, mode=mode)
 
 
 def in_memory_tensors(name: str, split: str, root, img_size: int, in_chans: int, limit: int = 0):

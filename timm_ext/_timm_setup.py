@@ -273,7 +273,7 @@ def load_teacher(path: str, model_name: str | None, student: nn.Module, device) 
 def build_datasets(args, input_img_mode: str):
     if args.dataset in BUILT_IN:
         img_size = args.input_size[-1] if args.input_size else args.img_size
-        make = partial(built_in_dataset, args.dataset, root=args.data_dir, img_size=img_size)
+        make = partial(built_in_dataset, args.dataset, root=args.data_dir, img_size=img_size, mode=input_img_mode)
         try:
             return make("train", limit=args.train_subset), (make("test", limit=args.val_subset) if args.val_split
                                                             else None)

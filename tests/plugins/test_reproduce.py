@@ -293,3 +293,21 @@ def test_transfer_stages_give_every_adapter_the_same_recipe_file(tmp_path, prese
     assert det.scaled_lr() == seg.scaled_lr() == p.transfer_lr
 
 
+
+
+def test_stage_keys_follow_the_code_not_its_docstrings_comments_or_wrapping(tmp_path, monkeypatch):
+    from plugins.reproduce import pipeline
+
+    package = tmp_path / "pkg"
+    package.mkdir()
+    module = package / "m.py"
+    monkeypatch.setattr(pipeline, "_PROJECT_ROOT", tmp_path)
+    module.write_text('"""Doc."""\n\n\ndef f(x):\n    """Twice x."""\n    return 2 * x  # double\n')
+    first = pipeline.source_hash("pkg")
+    module.write_text('"""Doc,\nrewrapped."""\n\n\ndef f(x):\n    """Twice\n    x."""\n    return (2\n            * x)\n')
+    assert pipeline.source_hash("pkg") == first
+    module.write_text('"""Doc."""\n\n\ndef f(x):\n    """Twice x."""\n    return 3 * x\n')
+    changed = pipeline.source_hash("pkg")
+    assert changed != first
+    (package / "r.yaml").write_text("a: 1\n")  # a shipped config counts byte for byte
+    assert pipeline.source_hash("pkg") != changed
