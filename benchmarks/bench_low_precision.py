@@ -3,9 +3,12 @@ channels_last, same model, same batch, side by side (alternating every round; CP
 thread, else wall time).
 
     python benchmarks/bench_low_precision.py [--model tricks_resnet26nd] [--batch 128] [--size 32] [--threads 2]
+    python benchmarks/bench_low_precision.py --sweep   # the study's models and tricks_resnet18d/50d, batch 8 and 128
 
 The study's efficient rows use bfloat16 autocast + channels_last where ``plugins.reproduce.study.low_precision()``
-says the CPU has bfloat16 units (AVX512-BF16 or AMX), float32 otherwise.
+says the CPU has bfloat16 units (AVX512-BF16 or AMX), float32 otherwise. Whether it is faster depends on the model
+and the batch (tricks-train measures it at start of an ``--amp`` run on a CPU and says so when it is slower);
+``--sweep`` prints the table.
 """
 
 from __future__ import annotations
@@ -46,6 +49,22 @@ def _setup(model_name: str, batch: int, size: int, bf16: bool):
     return step
 
 
+SWEEP_MODELS = ("tricks_resnet26nb", "tricks_resnet26nd", "tricks_resnet50nd", "tricks_resnet18d", "tricks_resnet50d")
+SWEEP_BATCHES = (8, 128)
+
+
+def _measure(model: str, batch: int, size: int, rounds: int, clock) -> dict[str, float]:
+    setups = {"float32": _setup(model, batch, size, False), "bfloat16 + channels_last": _setup(model, batch, size, True)}
+    times = {n: [] for n in setups}
+    for r in range(2 + rounds):
+        for n, step in (setups.items() if r % 2 else reversed(setups.items())):
+            t0 = clock()
+            step()
+            if r >= 2:
+                times[n].append(clock() - t0)
+    return {n: statistics.median(t) for n, t in times.items()}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="tricks_resnet26nd")
@@ -53,23 +72,23 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--sweep", action="store_true", help="every model of SWEEP_MODELS at every batch of SWEEP_BATCHES")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     clock = time.thread_time if a.threads == 1 else time.perf_counter
     print(f"torch {torch.__version__}, {a.threads} thread(s), {a.model}, batch {a.batch} x {a.size} px; "
           f"bfloat16 units: {low_precision()}")
-    setups = {"float32": _setup(a.model, a.batch, a.size, False),
-              "bfloat16 + channels_last": _setup(a.model, a.batch, a.size, True)}
-    times = {n: [] for n in setups}
-    for r in range(2 + a.rounds):
-        for n, step in (setups.items() if r % 2 else reversed(setups.items())):
-            t0 = clock()
-            step()
-            if r >= 2:
-                times[n].append(clock() - t0)
-    base = statistics.median(times["float32"])
-    for n, t in times.items():
-        m = statistics.median(t)
+    if a.sweep:
+        print(f"{'model':20s} {'batch':>5s} {'float32 ms':>11s} {'bf16 ms':>9s} {'bf16 speed-up':>14s}")
+        for model in SWEEP_MODELS:
+            for batch in SWEEP_BATCHES:
+                m = _measure(model, batch, a.size, a.rounds, clock)
+                fp32, bf16 = m["float32"], m["bfloat16 + channels_last"]
+                print(f"{model:20s} {batch:5d} {fp32 * 1e3:11.1f} {bf16 * 1e3:9.1f} {fp32 / bf16:13.2f}x")
+        return 0
+    medians = _measure(a.model, a.batch, a.size, a.rounds, clock)
+    base = medians["float32"]
+    for n, m in medians.items():
         print(f"  {n:26s} median {m * 1e3:8.1f} ms/step  {a.batch / m:7.0f} images/s  speed-up {base / m:.2f}x")
     return 0
 

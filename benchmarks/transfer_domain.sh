@@ -35,8 +35,9 @@ for dataset in $DATASETS; do
     mean="[123.675, 116.28, 103.53]"; std="[58.395, 57.12, 57.375]"
   fi
   [ -f "$run/cls/backbone.pth" ] || $PY -m timm_ext.train --model tricks_resnet26nd --recipe "$OUT/recipe.yaml" \
-      --dataset "$dataset" --in-chans 3 --train-subset 10000 --val-subset 2000 --seed 0 --no-progress \
-      --output "$run/cls" --export-backbone "$run/cls/backbone.pth" > "$run.cls.log" 2>&1
+      --dataset "$dataset" --in-chans 3 --train-subset 10000 --val-subset 2000 --seed 0 --scale 1 1 --ratio 1 1 \
+      --color-jitter 0 --checkpoint-hist 1 --output "$run/cls" --experiment train \
+      --export-backbone "$run/cls/backbone.pth" > "$run.cls.log" 2>&1
   d2_transfer "$run/d2" "$OUT/scenes" "$run/cls/backbone.pth" "$ITERS" "$LR" "$mean" "$std" "$run.d2.log"
   seg_transfer "$run/seg" "$OUT/scenes" "$run/cls/backbone.pth" "$ITERS" "$LR" "$mean" "$std" "$run.seg.log"
 done

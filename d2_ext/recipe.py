@@ -24,11 +24,13 @@ step_gamma                             SOLVER.GAMMA
 warmup_epochs, min_lr_ratio            TRICKS.WARMUP_ITERS (epochs of TRICKS.ITERS_PER_EPOCH iterations), MIN_LR_RATIO
 =====================================  =========================================================================
 
-Not applied, and said in the log: ``epochs`` and ``batch_size`` (the detector's length and batch are
-SOLVER.MAX_ITER and IMS_PER_BATCH), ``variant``/``depth`` (the backbone is TRICKS.TIMM.MODEL_NAME), mixup of
-whole images and distillation (classification tricks), ``amp`` on a machine without CUDA (Detectron2's AMP
-trainer needs it; with CUDA it sets SOLVER.AMP.ENABLED). Every count of iterations comes from the recipe's
-``lr_schedule`` (``plugins.recipe.plan.epochs_to_steps``, the one conversion) over SOLVER.MAX_ITER.
+Not applied, and said in the log (:func:`plugins.recipe.frameworks.not_applied`, the list MMEngine's adapter
+prints too): ``epochs`` and ``batch_size`` (the detector's length and batch are SOLVER.MAX_ITER and
+IMS_PER_BATCH), ``variant``/``depth`` (the backbone is TRICKS.TIMM.MODEL_NAME), mixup of whole images and
+distillation (classification tricks; ``distill_temperature`` only with a teacher), ``amp`` on a machine without
+CUDA (Detectron2's AMP trainer needs it; with CUDA it sets SOLVER.AMP.ENABLED). Every count of iterations comes
+from the recipe's ``lr_schedule`` (``plugins.recipe.plan.epochs_to_steps``, the one conversion) over
+SOLVER.MAX_ITER.
 The resolved recipe is stored in ``TRICKS.RECIPE_RESOLVED`` (so ``config.yaml`` in OUTPUT_DIR records it).
 """
 
@@ -39,20 +41,19 @@ import logging
 import torch
 
 from plugins.recipe import Recipe
+from plugins.recipe.frameworks import load_recipe as _load_recipe
+from plugins.recipe.frameworks import not_applied
 
 __all__ = ["apply_recipe", "iters_per_epoch", "load_recipe"]
 
 logger = logging.getLogger(__name__)
 
-NOT_APPLIED = ("epochs", "batch_size", "variant", "depth", "mixup_alpha", "distill_teacher", "distill_temperature")
+_WHY = {"amp": "amp (no CUDA: Detectron2's AMP trainer needs it)"}
 
 
 def load_recipe(spec: str) -> Recipe:
-    """:meth:`plugins.recipe.Recipe.load`; ValueError naming TRICKS.RECIPE."""
-    try:
-        return Recipe.load(spec)
-    except ValueError as err:
-        raise ValueError(f"cfg.TRICKS.RECIPE={spec!r} is not accepted: {err}") from None
+    """:func:`plugins.recipe.frameworks.load_recipe`; ValueError naming TRICKS.RECIPE."""
+    return _load_recipe(spec, source=f"cfg.TRICKS.RECIPE={spec!r} is not accepted")
 
 
 def iters_per_epoch(cfg) -> int:
@@ -103,11 +104,9 @@ def apply_recipe(cfg, opts=()) -> Recipe | None:
     cfg.TRICKS.MIN_LR_RATIO = 1.0 if plan.schedule == "constant" else plan.min_lr_ratio
     if plan.schedule == "step":
         cfg.SOLVER.STEPS, cfg.SOLVER.GAMMA = plan.milestones, plan.gamma
-    skipped = [f for f in NOT_APPLIED if getattr(recipe, f, None) not in (None, 0, 0.0, "")]
+    skipped = [_WHY.get(f, f) for f in not_applied(recipe, "detectron2", cuda=torch.cuda.is_available())]
     if recipe.amp and torch.cuda.is_available():
         cfg.SOLVER.AMP.ENABLED = True
-    elif recipe.amp:
-        skipped.append("amp (no CUDA: Detectron2's AMP trainer needs it)")
     if opts:
         cfg.merge_from_list(list(opts))
     cfg.TRICKS.RECIPE_RESOLVED = recipe.to_yaml()

@@ -37,6 +37,8 @@ from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from plugins.runtime.distributed import setup_process_group, teardown_process_group
+
 from .config import add_tricks_config, validate_tricks_config
 from .data import register_fashion_scenes
 from .recipe import apply_recipe, load_recipe
@@ -277,8 +279,7 @@ def cli(argv=None) -> None:
             "or check the data.\n",
         )
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        teardown_process_group()
 
 
 def _last_checkpoint(cfg) -> str:
@@ -290,11 +291,9 @@ def _last_checkpoint(cfg) -> str:
 
 
 def _init_torchrun() -> None:
-    """The process group of a ``torchrun`` launch (env://; gloo without CUDA) and Detectron2's local group."""
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-    dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    """The process group of a ``torchrun`` launch (:func:`plugins.runtime.distributed.setup_process_group`: env://,
+    gloo without CUDA) and Detectron2's local group."""
+    setup_process_group()
     local_size = int(os.environ.get("LOCAL_WORLD_SIZE", dist.get_world_size()))
     for machine in range(dist.get_world_size() // local_size):  # every process creates every group
         group = dist.new_group(list(range(machine * local_size, (machine + 1) * local_size)))

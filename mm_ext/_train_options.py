@@ -16,12 +16,14 @@ import torch.distributed as dist
 from mmengine.config import Config, ConfigDict
 from mmengine.runner import Runner
 
+from plugins.runtime.distributed import LAUNCH_ENV, setup_process_group
+
 LAUNCHERS = ("none", "pytorch", "slurm", "mpi")  # MMEngine's
 # Top-level settings the Runner reads although a config need not hold them (e.g. randomness.seed=0).
 _RUNNER_SETTINGS = frozenset(inspect.signature(Runner.__init__).parameters) - {"self"}
 # The environment each launcher starts processes with (MMEngine's init_dist reads these).
 _LAUNCHER_ENV = {
-    "pytorch": ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"),
+    "pytorch": LAUNCH_ENV,
     "slurm": ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_NODELIST"),
     "mpi": ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "MASTER_ADDR"),
 }
@@ -153,7 +155,8 @@ def prepare_cpu_distributed(cfg: Config) -> None:
 
 
 def init_cpu_process_group(cfg: Config) -> None:
-    """Start the gloo group that MMEngine's launchers cannot start on the CPU (they call ``torch.cuda.set_device``).
+    """Start the gloo group that MMEngine's launchers cannot start on the CPU (they call ``torch.cuda.set_device``),
+    with :func:`plugins.runtime.distributed.setup_process_group`.
 
     For ``slurm`` and ``mpi`` the environment is set first as MMEngine's ``init_dist`` sets it (``RANK``,
     ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``, the port from ``env_cfg.dist_cfg.port``).
@@ -175,4 +178,4 @@ def init_cpu_process_group(cfg: Config) -> None:
     if port is not None:
         env["MASTER_PORT"] = str(port)
     env.setdefault("MASTER_PORT", "29500")
-    dist.init_process_group(backend="gloo")
+    setup_process_group(backend="gloo")

@@ -10,15 +10,16 @@
 
 from __future__ import annotations
 
-import math
 import os
 
-import torch
-from mmengine.dist import all_reduce, is_main_process
+from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 
+from plugins.runtime.errors import NonFiniteLossError, check_finite
 from plugins.runtime.lr_record import FILENAME, LrRecord
 from plugins.runtime.random_state import capture_random_state, restore_random_state
+
+__all__ = ["LrRecorderHook", "NonFiniteLossError", "NonFiniteLossHook", "RandomStateHook"]
 
 
 class LrRecorderHook(Hook):
@@ -101,17 +102,14 @@ class RandomStateHook(Hook):
             self._val_state = None
 
 
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite (raised by :class:`NonFiniteLossHook`)."""
-
-
 class NonFiniteLossHook(Hook):
     """Stops training at the first iteration whose total loss (``outputs["loss"]``) is NaN or infinite.
 
     It runs before the scheduler, logger and checkpoint hooks of that iteration (priority ``ABOVE_NORMAL``),
     so no checkpoint holding the damaged weights is written: the last checkpoint on disk keeps the last good
-    state. Under DDP the check is agreed across processes (one all-reduce of a flag per iteration), so every
-    process stops at the same iteration. Raises :class:`NonFiniteLossError`.
+    state. Under DDP the check is agreed across processes (one all-reduce per iteration), so every
+    process stops at the same iteration (:func:`plugins.runtime.errors.check_finite`). Raises
+    :class:`~plugins.runtime.errors.NonFiniteLossError`.
     """
 
     priority = "ABOVE_NORMAL"
@@ -120,18 +118,12 @@ class NonFiniteLossHook(Hook):
         loss = (outputs or {}).get("loss")
         if loss is None:
             return
-        value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
-        flag = torch.tensor([0.0 if math.isfinite(value) else 1.0])
-        all_reduce(flag, op="max")
-        if flag.item():
-            last = runner.message_hub.get_info("last_ckpt")
-            kept = (
-                f"the last checkpoint, {last}, keeps the last good state"
-                if last
-                else "no checkpoint was written"
-            )
-            where = f"loss={value}" if not math.isfinite(value) else "on another process"
-            raise NonFiniteLossError(
-                f"non-finite loss at iteration {runner.iter + 1} ({where}): training stopped before this "
-                f"iteration's checkpoint; {kept}. Lower optim_wrapper.optimizer.lr or check the data."
-            )
+        last = runner.message_hub.get_info("last_ckpt")
+        kept = (
+            f"the last checkpoint, {last}, keeps the last good state"
+            if last
+            else "no checkpoint was written"
+        )
+        check_finite([loss], runner.iter + 1, unit="iteration",
+                     advice=f"training stopped before this iteration's checkpoint; {kept}. Lower "
+                            "optim_wrapper.optimizer.lr or check the data.")

@@ -21,9 +21,9 @@ _fixed_ratio                           the stock RPNHead / StandardRoIHead / Cas
 amp                                    AmpOptimWrapper where CUDA is available
 =====================================  =========================================================================
 
-Not applied, and printed: ``epochs``, ``batch_size`` (the config's schedule length and dataloader batch decide),
-``variant``/``depth`` (``model.backbone.model_name`` decides), mixup and distillation (classification tricks),
-``amp`` without CUDA. The resolved recipe is saved as ``recipe.yaml`` in the work dir and as the config's
+Not applied, and printed (:func:`plugins.recipe.frameworks.not_applied`, the list Detectron2's adapter prints
+too): ``epochs``, ``batch_size`` (the config's schedule length and dataloader batch decide), ``variant``/``depth``
+(``model.backbone.model_name`` decides), mixup and distillation (classification tricks), ``amp`` without CUDA. The resolved recipe is saved as ``recipe.yaml`` in the work dir and as the config's
 ``tricks_recipe`` key (so the dumped config records it).
 
 The frameworks' own ``tools/train.py``: put ``runner_type = 'RecipeRunner'`` and ``tricks_recipe = 'paper'`` in
@@ -40,18 +40,18 @@ from mmengine.config import Config, ConfigDict
 from mmengine.runner import Runner
 
 from plugins.recipe import Recipe
+from plugins.recipe.frameworks import load_recipe as _load_recipe
+from plugins.recipe.frameworks import not_applied
 
 __all__ = ["RecipeRunner", "apply_recipe", "load_recipe"]
 
-_NOT_APPLIED = ("epochs", "batch_size", "variant", "depth", "mixup_alpha", "distill_teacher")
 _CE = ("CrossEntropyLoss", "mmdet.CrossEntropyLoss", "mmseg.CrossEntropyLoss", "LabelSmoothingCrossEntropyLoss")
+_WHY = {"amp": "amp (MMEngine's AmpOptimWrapper needs CUDA)"}
 
 
 def load_recipe(spec: str) -> Recipe:
-    try:
-        return Recipe.load(spec)
-    except ValueError as err:
-        raise ValueError(f"--recipe {spec}: {err}") from None
+    """:func:`plugins.recipe.frameworks.load_recipe`; ValueError naming ``--recipe``."""
+    return _load_recipe(spec, source=f"--recipe {spec}")
 
 
 def _smooth(loss: dict, recipe: Recipe) -> bool:
@@ -140,11 +140,9 @@ def apply_recipe(cfg: Config, spec: str, iters_per_epoch: int | None = None, log
     else:
         wrapper.pop("constructor", None)
     cfg.auto_scale_lr = ConfigDict(enable=True, base_batch_size=int(recipe.base_batch_size))
-    skipped = [f for f in _NOT_APPLIED if getattr(recipe, f, None) not in (None, 0, 0.0, "")]
+    skipped = [_WHY.get(f, f) for f in not_applied(recipe, "mmengine", cuda=torch.cuda.is_available())]
     if recipe.amp and torch.cuda.is_available():
         wrapper["type"] = "AmpOptimWrapper"
-    elif recipe.amp:
-        skipped.append("amp (MMEngine's AmpOptimWrapper needs CUDA)")
 
     train_cfg = cfg.get("train_cfg", {})
     if "max_iters" in train_cfg:

@@ -7,7 +7,4 @@
 - ``plugins.models``: the ``tricks_*`` timm models and the shared feature extractor (these import timm);
 - ``plugins.data``: the built-in datasets (Fashion-MNIST, fashion photos, fashion scenes);
 - ``plugins.reproduce``: the study, an application that runs the adapters' commands.
-
-The first release's flat modules (``plugins.schedules``, ``plugins.losses``, ``plugins.resnet``...) still import
-for one release, with a DeprecationWarning naming the new path.
 """

@@ -1,9 +1,6 @@
 """The layout the architecture doc promises: no adapter imports another; the framework-free core imports none."""
 
 import ast
-import importlib
-import sys
-import warnings
 from pathlib import Path
 
 import pytest
@@ -39,22 +36,7 @@ def test_the_core_imports_no_adapter():
     assert not offending, f"plugins imports an adapter (the study runs the adapters' commands instead): {offending}"
 
 
-def test_the_old_feature_extractor_path_still_works_and_warns():
-    sys.modules.pop("timm_ext.features", None)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        old = importlib.import_module("timm_ext.features")
-    from plugins.models.features import TimmFeatures
-
-    assert old.TimmFeatures is TimmFeatures
-    assert any(issubclass(w.category, DeprecationWarning) and "plugins.models.features" in str(w.message) for w in caught)
-
-
 LAYERS = ["tricks", "recipe", "runtime", "models", "data", "reproduce"]  # each may import only earlier ones
-OLD_PATHS = {"plugins.resnet": "plugins.tricks.resnet", "plugins.param_groups": "plugins.tricks.no_bias_decay",
-             "plugins.mixup": "plugins.tricks.mixup", "plugins.checkpoint": "plugins.runtime.checkpoint",
-             "plugins.random_state": "plugins.runtime.random_state", "plugins.lr_record": "plugins.runtime.lr_record",
-             "plugins.timm_models": "plugins.models.timm_models", "plugins.features": "plugins.models.features"}
 
 
 def _plugins_imports() -> dict[str, set[str]]:
@@ -74,37 +56,15 @@ def _plugins_imports() -> dict[str, set[str]]:
     return out
 
 
-def test_the_core_is_layered_and_uses_no_deprecated_path():
+def test_the_core_is_layered():
     for where, names in _plugins_imports().items():
         layer = where.split(":")[0]
         allowed = set(LAYERS[: LAYERS.index(layer) + 1])
         assert names <= allowed, f"{where} imports plugins.{sorted(names - allowed)}, a layer below it ({LAYERS})"
-    for package in ("plugins", *ADAPTERS):
-        for path in sorted((ROOT / package).rglob("*.py")):
-            if path.parent == ROOT / "plugins" or path == ROOT / "timm_ext" / "features.py":
-                continue  # the shims themselves
-            for node in ast.walk(ast.parse(path.read_text())):
-                if isinstance(node, ast.ImportFrom) and node.level == 0:
-                    assert node.module not in (*OLD_PATHS, "plugins.schedules", "plugins.losses"), (path, node.module)
 
 
-@pytest.mark.parametrize("old", [*OLD_PATHS, "plugins.schedules", "plugins.losses"])
-def test_the_first_releases_flat_modules_still_import_and_warn(old):
-    sys.modules.pop(old, None)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        module = importlib.import_module(old)
-    assert any(issubclass(w.category, DeprecationWarning) and old in str(w.message) for w in caught), caught
-    if old in OLD_PATHS:
-        assert module is importlib.import_module(OLD_PATHS[old]), "the old path is the new module itself"
-    elif old == "plugins.schedules":
-        from plugins.recipe.plan import LrSchedule
-        from plugins.tricks.lr_schedule import warmup_cosine_factor
-
-        assert module.warmup_cosine_factor is warmup_cosine_factor and module.LrSchedule is LrSchedule
-    else:
-        from plugins.tricks.distillation import DistillationLoss
-        from plugins.tricks.label_smoothing import label_smoothing_cross_entropy
-
-        assert module.DistillationLoss is DistillationLoss
-        assert module.label_smoothing_cross_entropy is label_smoothing_cross_entropy
+def test_every_core_module_lives_in_a_layer():
+    """The first release's flat modules (plugins.schedules, plugins.losses, ...) are gone: plugins/ holds its
+    ``__init__`` and the layers, so "where is X?" has one answer."""
+    top = sorted(p.name for p in (ROOT / "plugins").iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file())
+    assert top == sorted(["__init__.py", *LAYERS]), top

@@ -85,7 +85,7 @@ def test_d2_ext_scheduler():
 
 
 def test_one_recipe_file_gives_the_three_adapters_the_same_lr_at_every_update(tmp_path):
-    """The same recipe yaml, laid over each framework's own config by its adapter (tricks-train's recipe engine,
+    """The same recipe yaml, laid over each framework's own config by its adapter (tricks-train's recipe defaults,
     mm_ext.recipe.apply_recipe, d2_ext.apply_recipe), at 10 epochs of 4 updates of batch 8: every update's lr
     equals the recipe's closed form ``Recipe.lr_at``."""
     pytest.importorskip("timm")
@@ -109,7 +109,7 @@ def test_one_recipe_file_gives_the_three_adapters_the_same_lr_at_every_update(tm
     def one_group():
         return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=recipe.scaled_lr())
 
-    opt = one_group()  # timm: the recipe engine's scheduler, stepped per update
+    opt = one_group()  # timm: tricks-train's --sched tricks_cosine, stepped per update
     sched, timm_lrs = create_tricks_scheduler(opt, recipe, per_epoch), []
     for i in range(1, total + 1):
         timm_lrs.append(opt.param_groups[0]["lr"])

@@ -59,7 +59,7 @@ def test_one_recipe_file_three_commands_same_lr_at_every_update(scenes, tmp_path
     assert expected[0] == recipe.scaled_lr() / 2 and expected[-1] == pytest.approx(recipe.scaled_lr() * 0.1)
 
     _run(["-m", "timm_ext.train", "--model", "tricks_resnet26nd", "--recipe", str(recipe_path), "--dataset",
-          "fashion_mnist", "--train-subset", "8", "--val-subset", "4", "--no-progress",
+          "fashion_mnist", "--train-subset", "8", "--val-subset", "4", "--workers", "0",
           "--output", str(tmp_path / "timm")], ROOT)
     _run(["-m", "mm_ext.train", "mm_ext/configs/faster-rcnn_timm-r26nd_fpn_baseline_fashion-scenes.py",
           "--recipe", str(recipe_path), "--work-dir", str(tmp_path / "mm"), "--cfg-options",

@@ -1,7 +1,6 @@
-"""Files ``timm_ext.train`` writes under ``--output`` (only on rank 0).
-
-``args.yaml``, ``recipe.yaml``, ``summary.csv`` (one row per epoch), ``lr_per_step.csv`` (the lr of every param
-group at every update, for overlaying lr curves of several tools), ``lr_curve.png``; checkpoints go through
+"""Files of a run's output folder that timm's train.py does not write (only on rank 0): ``lr_per_step.csv`` (the lr
+of every param group at every update, for overlaying lr curves of several tools) and ``lr_curve.png``, and the
+atomic text writes (``args.yaml``, ``recipe.yaml``, ``summary.csv``); checkpoints go through
 ``plugins.runtime.checkpoint`` (atomic).
 """
 
@@ -11,21 +10,18 @@ import os
 import tempfile
 from pathlib import Path
 
-import yaml
-
 from plugins.runtime.lr_record import FILENAME, LrRecord, read_lr_record
 
-from ._args import UsageError
+from .cli import UsageError
 
-__all__ = ["SUMMARY_FIELDS", "RunFiles", "check_writable"]
+__all__ = ["RunFiles", "atomic_write", "check_writable"]
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
-SUMMARY_FIELDS = ("epoch", "train_loss", "val_top1", "val_top5", "lr", "images_per_s", "epoch_time")
-
-
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
@@ -64,14 +60,6 @@ class RunFiles:
     def path(self, name: str) -> Path:
         return self.root / name
 
-    def write_yaml(self, name: str, data: dict) -> None:
-        _atomic_write(self.path(name), yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
-
-    def write_summary(self, history: list[dict]) -> None:
-        lines = [",".join(SUMMARY_FIELDS)]
-        lines += [",".join(_fmt(row[k]) for k in SUMMARY_FIELDS) for row in history]
-        _atomic_write(self.path("summary.csv"), "\n".join(lines) + "\n")
-
     def start_lr_log(self, done_steps: int) -> None:
         """Start ``lr_per_step.csv``, keeping the rows of updates ``<= done_steps`` of an earlier (resumed) run."""
         self.lr_record.start(done_steps)
@@ -103,6 +91,3 @@ class RunFiles:
         fig.savefig(self.path("lr_curve.png"), dpi=100)
         plt.close(fig)
 
-
-def _fmt(value) -> str:
-    return repr(value) if isinstance(value, float) else str(value)

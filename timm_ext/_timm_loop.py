@@ -3,24 +3,41 @@
 The order of operations is timm train.py's: forward through the task under autocast, gradient accumulation
 (the last, shorter accumulation window of an epoch scaled by its own length), clipping of the task's clip
 parameters, the optimizer step, the EMA update, the recovery checkpoint and the per-update scheduler step.
-The extension adds ``on_update(step, lrs)``, called with the lrs that each update used (``lr_per_step.csv``).
+The extension adds:
+
+- ``on_update(step, lrs)``, called with the lrs that each update used (``lr_per_step.csv``);
+- a start inside the epoch (``start_batch``, a resumed run's position) with the epoch's running loss so far;
+- mixup drawn in the training process from NumPy's stream seeded per batch by ``(seed, rank, epoch, batch)``,
+  so that a resumed run draws what the uninterrupted one drew;
+- a loss that is not finite stops the run with :class:`NonFiniteLossError`, naming the update and the
+  checkpoint that predates it;
+- images per second of the epoch's updates (``images_per_s`` in summary.csv).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import nullcontext
 
+import numpy as np
 import torch
 from timm import utils
 
+from plugins.runtime.errors import NonFiniteLossError
+
 _logger = logging.getLogger("train")
 
-__all__ = ["train_one_epoch", "validate"]
+__all__ = ["NonFiniteLossError", "batch_seed", "train_one_epoch", "validate"]
+
+
+def batch_seed(seed: int, rank: int, epoch: int, batch: int) -> int:
+    """The NumPy seed of one batch's mixup draw: a function of the run's seed, the process, the epoch and the batch."""
+    return ((seed * 1_000_003 + rank) * 10_000_019 + epoch * 1_000_033 + batch) % (2**32)
 
 
 def _lrs(optimizer) -> list[float]:
@@ -39,7 +56,11 @@ def _scaled_batch(args, batch_size: int, reference: float) -> float:
 def train_one_epoch(epoch: int, loader, optimizer, args, task, device, lr_scheduler=None, saver=None,
                     output_dir=None, amp_autocast=nullcontext, loss_scaler=None, model_dtype=None, mixup_fn=None,
                     scheduled_batch_mode: bool = False, batch_size_reference: float | None = None,
-                    on_update: Callable[[int, list[float]], None] | None = None) -> OrderedDict:
+                    on_update: Callable[[int, list[float]], None] | None = None, on_device: bool = False,
+                    start_batch: int = 0, loss_so_far: tuple[float, int] = (0.0, 0),
+                    last_saved: str = "") -> OrderedDict:
+    """One epoch of timm's loop from batch ``start_batch``; ``on_device``: the loader's batches are already
+    tensors on the device (the in-memory built-in data), so they are neither moved nor prefetched."""
     if args.mixup_off_epoch and epoch >= args.mixup_off_epoch:
         if args.prefetcher and getattr(loader, "mixup_enabled", False):
             loader.mixup_enabled = False
@@ -51,27 +72,31 @@ def train_one_epoch(epoch: int, loader, optimizer, args, task, device, lr_schedu
     has_no_sync = args.distributed and hasattr(module, "no_sync")
     module.train()
     update_time, data_time, losses = utils.AverageMeter(), utils.AverageMeter(), utils.AverageMeter()
+    losses.sum, losses.count = float(loss_so_far[0]), int(loss_so_far[1])
+    losses.avg = losses.sum / losses.count if losses.count else 0.0
 
     accum = args.grad_accum_steps
     num_batches = len(loader)
     last_accum = num_batches % accum
     updates_per_epoch = (num_batches + accum - 1) // accum
-    num_updates = epoch * updates_per_epoch
+    num_updates = epoch * updates_per_epoch + start_batch // accum
     last_full_window_end = num_batches - last_accum
+    rank = args.rank if args.distributed else 0
 
     optimizer.zero_grad()
-    data_start = update_start = time.time()
-    samples_in_update = 0
-    for batch_idx, (inputs, target) in enumerate(loader):
+    epoch_start = data_start = update_start = time.time()
+    samples_in_update = samples_in_epoch = 0
+    for batch_idx, (inputs, target) in enumerate(loader, start=start_batch):
         last_batch = batch_idx == num_batches - 1
         need_update = last_batch or (batch_idx + 1) % accum == 0
         update_idx = batch_idx // accum
         if batch_idx >= last_full_window_end:
             accum = last_accum
-        if not args.prefetcher:
+        if not args.prefetcher and not on_device:
             inputs, target = inputs.to(device=device, dtype=model_dtype), target.to(device=device)
-            if mixup_fn is not None:
-                inputs, target = mixup_fn(inputs, target)
+        if mixup_fn is not None:
+            np.random.seed(batch_seed(args.seed, rank, epoch, batch_idx))
+            inputs, target = mixup_fn(inputs, target)
         if args.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         data_time.update(accum * (time.time() - data_start))
@@ -99,8 +124,15 @@ def train_one_epoch(epoch: int, loader, optimizer, args, task, device, lr_schedu
                         utils.dispatch_clip_grad(clip_params, value=args.clip_grad, mode=args.clip_mode)
                     optimizer.step()
 
-        losses.update(loss.item() * accum, batch_size)
+        loss_value = loss.item() * accum
+        if not math.isfinite(loss_value):
+            saved = f"{last_saved} keeps the last good state" if last_saved else "no checkpoint of this run was written"
+            raise NonFiniteLossError(
+                f"non-finite loss ({loss_value}) at update {num_updates + 1} (epoch {epoch}, batch {batch_idx}): "
+                f"training stopped; {saved}. Try a lower --lr / --lr-base, --no-amp, or check the data.")
+        losses.update(loss_value, batch_size)
         samples_in_update += batch_size * (args.world_size if args.distributed else 1)
+        samples_in_epoch += batch_size * (args.world_size if args.distributed else 1)
         if not need_update:
             data_start = time.time()
             continue
@@ -135,6 +167,9 @@ def train_one_epoch(epoch: int, loader, optimizer, args, task, device, lr_schedu
                     torchvision.utils.save_image(inputs, os.path.join(output_dir, f"train-batch-{batch_idx}.jpg"),
                                                  padding=0, normalize=True)
         if saver is not None and args.recovery_interval and (update_idx + 1) % args.recovery_interval == 0:
+            if hasattr(saver, "set_position"):
+                saver.set_position(epoch=epoch, next_batch=batch_idx + 1, loss_sum=losses.sum,
+                                   loss_count=losses.count)
             saver.save_recovery(epoch, batch_idx=update_idx)
         if lr_scheduler is not None:
             lr_scheduler.step_update(num_updates=num_updates, metric=losses.avg)
@@ -146,7 +181,9 @@ def train_one_epoch(epoch: int, loader, optimizer, args, task, device, lr_schedu
     loss_avg = losses.avg
     if args.distributed:
         loss_avg = utils.reduce_tensor(torch.tensor([loss_avg], device=device), args.world_size).item()
-    return OrderedDict([("loss", loss_avg)])
+    elapsed = time.time() - epoch_start
+    return OrderedDict([("loss", loss_avg), ("images_per_s", samples_in_epoch / elapsed if elapsed > 0 else 0.0),
+                        ("epoch_time", elapsed)])
 
 
 def validate(model, loader, loss_fn, args, device, amp_autocast=nullcontext, model_dtype=None,

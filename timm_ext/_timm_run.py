@@ -1,53 +1,69 @@
-"""The run timm's train.py makes from a timm command line, built on timm's library (no ``--recipe``).
+"""The one training run of ``tricks-train``: timm train.py's, built on timm's library, with the paper's parts plugged in.
 
 Model, datasets, loaders with their transforms and prefetcher, mixup/cutmix, losses, the task (classification
 or timm's distillation), optimizer and scheduler factories, EMA, checkpoint saving, recovery and resume, BN
-distribution and the summary are timm's own functions, called as timm's train.py calls them. The extension
-enters only where the paper's trick is not timm's:
+distribution and the summary are timm's own functions, called as timm's train.py calls them. ``--recipe`` only
+changes flag defaults (``timm_ext._recipe_flags``). The extension enters only where the paper's trick is not timm's:
 
+- ``--sched tricks_cosine`` / ``tricks_step`` / ``tricks_constant``: the paper's lr of every update in closed form
+  (``timm_ext.scheduler.TricksScheduler``), the lr scaled linearly by the global batch as ``plugins`` scales it;
 - ``--zero-gamma`` / ``--no-zero-gamma``: the models' ``zero_init_last`` in both directions;
 - ``--bias-decay``: weight decay on every parameter (timm's optimizer factory filters biases and norms);
-- ``--smoothing-form paper``: 1 - eps on the true class and eps/(K-1) on the others (``plugins.tricks.label_smoothing``);
-- ``--dataset fashion_mnist`` / ``fashion_photos``: the built-in real data, offline, through timm's loaders;
-- ``lr_per_step.csv`` and ``lr_curve.png`` (the lr each update used) and ``--export-backbone``.
+- ``--smoothing-form paper``: 1 - eps on the true class and eps/(K-1) on the others, in the loss and in
+  mixup's targets (``plugins.tricks.label_smoothing``);
+- ``--kd-teacher CKPT``: the paper's distillation on timm's task API (``PaperDistillationTask``);
+- ``--dataset fashion_mnist`` / ``fashion_photos``: the built-in real data, offline, through timm's loaders, or
+  held in memory when the training transforms are flips only (``timm_ext._timm_data``);
+- exact resume: the data order is a function of ``(seed, epoch)``, mixup and item transforms are seeded per
+  batch and item, and every checkpoint also holds the position in the epoch and the random streams, so a run
+  resumed from ``recovery-*.pth.tar`` or ``last.pth.tar`` continues as if it had not stopped (map-style
+  datasets; timm's iterable datasets resume at the epoch);
+- ``--amp`` on a CPU: measured against float32 at start, and said when it is slower;
+- ``lr_per_step.csv`` and ``lr_curve.png`` (the lr each update used), ``recipe.yaml`` and ``--export-backbone``.
 
 Outputs, as timm's: ``OUTPUT/<experiment or date-model-size>/`` with ``args.yaml`` (written first; ``-c`` repeats
-the run), ``summary.csv``, ``last.pth.tar``, ``model_best.pth.tar``, ``checkpoint-<epoch>.pth.tar`` (up to
-``--checkpoint-hist``) and ``recovery-<epoch>-<update>.pth.tar`` (``--recovery-interval``). Checkpoints load with
-``weights_only=True`` (timm allows ``argparse.Namespace`` for the saved args).
+the run), ``summary.csv`` (timm's columns, then ``images_per_s`` and ``epoch_time``), ``last.pth.tar``,
+``model_best.pth.tar``, ``checkpoint-<epoch>.pth.tar`` (up to ``--checkpoint-hist``) and
+``recovery-<epoch>-<update>.pth.tar`` (``--recovery-interval``), written atomically. Checkpoints load with
+``weights_only=True`` (timm's saved ``args`` Namespace is the one class allowed).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import os
 from contextlib import nullcontext
 from datetime import datetime
 from functools import partial
+from pathlib import Path
 
 import torch
 from timm import utils
-from timm.data import (
-    AugMixDataset,
-    FastCollateMixup,
-    Mixup,
-    create_loader,
-    resolve_data_config,
-)
+from timm.data import AugMixDataset, Mixup, create_loader, resolve_data_config
 from timm.layers import convert_splitbn_model, convert_sync_batchnorm, set_fast_norm
 from timm.models import safe_model_name
-from timm.scheduler import create_scheduler_v2, scheduler_kwargs
-from timm.task import (
-    load_task_ema_checkpoint,
-    resume_task_checkpoint,
-)
+from timm.task import load_task_ema_checkpoint, resume_task_checkpoint
 from timm.utils import NativeScaler
 
-from plugins.runtime.checkpoint import export_backbone
+from plugins.recipe import Recipe, not_applied
+from plugins.runtime.checkpoint import export_backbone, save_checkpoint
+from plugins.runtime.random_state import capture_random_state, restore_random_state
+from plugins.tricks.lr_schedule import scale_lr
 
-from ._outputs import RunFiles
-from ._timm_data import BUILT_IN, built_in_defaults
+from ._outputs import RunFiles, atomic_write, check_writable
+from ._recipe_flags import FIELD_FLAGS, RecipeError, load_recipe, recipe_defaults, recipe_from_args
+from ._timm_data import (
+    BUILT_IN,
+    InMemoryLoader,
+    ResumableSampler,
+    SeededItems,
+    built_in_defaults,
+    flips_only,
+    in_memory_tensors,
+)
 from ._timm_loop import train_one_epoch, validate
 from ._timm_setup import (
     build_datasets,
@@ -55,15 +71,149 @@ from ._timm_setup import (
     build_optimizer,
     build_task,
     check_args,
+    check_cpu_amp,
+    load_train_checkpoint,
     loss_fns,
+    mixup_smoothing,
     select_device,
     setup_logging,
 )
 from .cli import UsageError
+from .scheduler import TRICKS_SCHEDULES, create_scheduler
 
-__all__ = ["run"]
+__all__ = ["SUMMARY_EXTRA", "run"]
 
 _logger = logging.getLogger("train")
+
+# summary.csv: timm's columns (epoch, train_loss, eval_loss, eval_top1, eval_top5, lr), then these.
+SUMMARY_EXTRA = ("images_per_s", "epoch_time")
+POSITION_KEY = "tricks_position"
+
+
+class ResumableSaver(utils.CheckpointSaver):
+    """timm's ``CheckpointSaver`` whose files also hold the run's position (epoch, next batch, running loss,
+    updates per epoch) and random streams, written atomically (temporary file, fsync, rename)."""
+
+    position: dict = {}
+    updates_per_epoch: int | None = None
+    before_save = None  # called first: the lr rows of the updates a checkpoint holds are on disk with it
+
+    def set_position(self, **position) -> None:
+        self.position = dict(position)
+
+    def _save(self, save_path, epoch, metric=None):
+        if self.before_save is not None:
+            self.before_save()
+        state = {"epoch": epoch, "arch": self.args.model if self.args is not None else type(self.model).__name__.lower(),
+                 "optimizer": self.optimizer.state_dict(), "version": 2}
+        if self.args is not None:
+            state["args"] = self.args
+        if self.amp_scaler is not None:
+            state[self.amp_scaler.state_dict_key] = self.amp_scaler.state_dict()
+        state.update(self.task.get_checkpoint_state(unwrap_fn=self.unwrap_fn))
+        state.update(self.task.get_checkpoint_state(ema=True, unwrap_fn=self.unwrap_fn))
+        if metric is not None:
+            state["metric"] = metric
+        state["saver"] = self.state_dict(epoch, metric)
+        state[POSITION_KEY] = {**self.position, "updates_per_epoch": self.updates_per_epoch,
+                               "rng": capture_random_state()}
+        save_checkpoint(state, save_path)
+
+
+def _report_recipe(args, given: set[str], recipe: Recipe) -> None:
+    """Print each recipe field that a flag on the command line (or in -c) overrides: the documented rule."""
+    defaults = recipe_defaults(recipe, args.recipe, args.dataset, args.grad_accum_steps)
+    for field, dests in FIELD_FLAGS.items():
+        for dest in dests:
+            if dest in given and dest in defaults and getattr(args, dest) != defaults[dest]:
+                _logger.info(f"--recipe {args.recipe}: --{dest.replace('_', '-')} {getattr(args, dest)} given, "
+                             f"overrides the recipe's {field} ({getattr(recipe, field)})")
+
+
+def _resolve_recipe(args, given: set[str]) -> Recipe | None:
+    """The recipe this run follows (explicit flags applied), or None without --recipe and tricks_* schedule."""
+    recipe = None
+    try:
+        if args.recipe:
+            recipe = load_recipe(args.recipe)
+            _report_recipe(args, given, recipe)
+            left_out = not_applied(recipe, "timm")
+            if left_out:
+                _logger.info(f"--recipe {args.recipe}: not applied by tricks-train (detectors' fields): "
+                             f"{', '.join(left_out)}")
+        if recipe is None and args.sched not in TRICKS_SCHEDULES:
+            return None
+        resolved, notes = recipe_from_args(recipe or Recipe(), args)
+    except RecipeError as err:
+        raise UsageError(str(err)) from None
+    for note in notes:
+        _logger.info(note)
+    return resolved
+
+
+def _make_resumable(loader, seed: int, rank: int, world_size: int):
+    """timm's training loader with its map-style dataset reordered by :class:`ResumableSampler` and each item's
+    transform seeded (:class:`SeededItems`); None where timm's loader samples in its own way."""
+    from torch.utils.data import BatchSampler, DataLoader, RandomSampler
+    from torch.utils.data.distributed import DistributedSampler
+
+    inner = getattr(loader, "loader", loader)
+    if type(inner) is not DataLoader or not isinstance(inner.sampler, RandomSampler | DistributedSampler):
+        return None
+    dataset = inner.dataset
+    if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+        return None
+    sampler = ResumableSampler(len(dataset), inner.batch_size, seed, rank, world_size, drop_last=True)
+    rebuilt = DataLoader(SeededItems(dataset, seed), batch_sampler=BatchSampler(sampler, inner.batch_size, True),
+                         num_workers=inner.num_workers, collate_fn=inner.collate_fn, pin_memory=inner.pin_memory,
+                         worker_init_fn=inner.worker_init_fn, persistent_workers=inner.persistent_workers,
+                         generator=torch.Generator().manual_seed(seed))
+    if inner is loader:
+        return rebuilt, sampler
+    loader.loader = rebuilt
+    return loader, sampler
+
+
+def _read_position(path: str, model_name: str, updates_per_epoch: int) -> dict | None:
+    ckpt = load_train_checkpoint(path, "--resume")
+    arch = ckpt.get("arch")
+    if isinstance(arch, str) and arch != model_name and arch in __import__("timm").list_models():
+        raise UsageError(f"--resume {path}: a checkpoint of --model {arch}, this run trains --model {model_name}; "
+                         "resume with the interrupted run's flags")
+    position = ckpt.get(POSITION_KEY)
+    if position and position.get("updates_per_epoch") not in (None, updates_per_epoch):
+        raise UsageError(f"--resume {path}: the checkpoint ran {position['updates_per_epoch']} updates per epoch, "
+                         f"this command {updates_per_epoch}; pass the same data and batch flags as the interrupted run")
+    return position
+
+
+def _last_saved(saver, output_dir) -> str:
+    """The newest checkpoint in the run folder: what a run stopped now would resume from."""
+    if saver is None:
+        return ""
+    found = [p for p in (saver.curr_recovery_file, os.path.join(output_dir, "last.pth.tar")) if p and os.path.exists(p)]
+    return max(found, key=os.path.getmtime) if found else ""
+
+
+def _write_summary(path: str, rows: list[dict]) -> None:
+    """summary.csv with timm's columns (as ``timm.utils.update_summary``), then ``SUMMARY_EXTRA``, atomically."""
+    if not rows:
+        return
+    columns = [c for c in rows[0] if c not in SUMMARY_EXTRA] + [c for c in SUMMARY_EXTRA if c in rows[0]]
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: row.get(c, "") for c in columns})
+    atomic_write(path, text.getvalue())
+
+
+def _earlier_rows(path: str, before_epoch: int) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return [row for row in csv.DictReader(f) if int(row["epoch"]) < before_epoch]
+
 
 def run(args, given: set[str], args_text: str) -> dict:  # noqa: C901 (timm's set-up order, kept in one place)
     """Train as timm's train.py would from ``args``; returns ``{"output_dir", "best_metric", "best_epoch"}``."""
@@ -84,6 +234,7 @@ def run(args, given: set[str], args_text: str) -> dict:  # noqa: C901 (timm's se
 
     model, in_chans = build_model(args)
     data_config = resolve_data_config(vars(args), model=model, verbose=utils.is_primary(args))
+    recipe = _resolve_recipe(args, given)
 
     num_aug_splits = args.aug_splits if args.aug_splits > 0 else 0
     if num_aug_splits == 1:
@@ -107,20 +258,20 @@ def run(args, given: set[str], args_text: str) -> dict:  # noqa: C901 (timm's se
 
     if args.data and not args.data_dir:
         args.data_dir = args.data
+    rank, world = (args.rank, args.world_size) if args.distributed else (0, 1)
+    in_memory = (args.dataset in BUILT_IN and flips_only(args) and "mean" not in given and "std" not in given
+                 and float(data_config["crop_pct"]) == 1.0)
     input_img_mode = args.input_img_mode or ("RGB" if data_config["input_size"][0] == 3 else "L")
-    dataset_train, dataset_eval = build_datasets(args, input_img_mode)
+    dataset_train = dataset_eval = None
+    if not in_memory:
+        dataset_train, dataset_eval = build_datasets(args, input_img_mode)
 
     mixup_active = args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None
-    mixup_args = dict(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax,
-                      prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mode=args.mixup_mode,
-                      label_smoothing=args.smoothing, num_classes=args.num_classes)
-    collate_fn = mixup_fn = None
-    if mixup_active and args.prefetcher:
-        if num_aug_splits:
-            raise UsageError("--aug-splits with --mixup/--cutmix needs --no-prefetcher")
-        collate_fn = FastCollateMixup(**mixup_args)
-    elif mixup_active:
-        mixup_fn = Mixup(**mixup_args)
+    mixup_fn = None
+    if mixup_active:  # on the batch in this process, seeded per batch (timm_ext._timm_loop)
+        mixup_fn = Mixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax,
+                         prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mode=args.mixup_mode,
+                         label_smoothing=mixup_smoothing(args), num_classes=args.num_classes)
     if num_aug_splits > 1:
         dataset_train = AugMixDataset(dataset_train, num_splits=num_aug_splits)
 
@@ -130,24 +281,52 @@ def run(args, given: set[str], args_text: str) -> dict:  # noqa: C901 (timm's se
     common = dict(mean=data_config["mean"], std=data_config["std"], pin_memory=args.pin_mem,
                   img_dtype=model_dtype or torch.float32, device=device, distributed=args.distributed,
                   use_prefetcher=args.prefetcher)
-    loader_train = create_loader(
-        dataset_train, input_size=data_config["input_size"], batch_size=args.batch_size, is_training=True,
-        no_aug=args.no_aug, re_prob=args.reprob, re_mode=args.remode, re_count=args.recount, re_split=args.resplit,
-        train_crop_mode=args.train_crop_mode, scale=args.scale, ratio=args.ratio, hflip=args.hflip,
-        vflip=args.vflip, color_jitter=args.color_jitter, color_jitter_prob=args.color_jitter_prob,
-        grayscale_prob=args.grayscale_prob, gaussian_blur_prob=args.gaussian_blur_prob, auto_augment=args.aa,
-        num_aug_repeats=args.aug_repeats, num_aug_splits=num_aug_splits, interpolation=train_interpolation,
-        num_workers=args.workers, worker_seeding=args.worker_seeding, collate_fn=collate_fn,
-        use_multi_epochs_loader=args.use_multi_epochs_loader, input_size_choices=args.train_img_sizes,
-        batch_size_choices=args.train_batch_sizes, batch_choice_weights=args.train_size_probs,
-        batch_choice_seed=args.seed, batch_choice_schedule=args.train_size_schedule,
-        batch_schedule_epochs=args.epochs if args.train_size_schedule == "progressive" else None,
-        batch_schedule_spread=args.train_size_schedule_spread,
-        batch_schedule_random_mix=args.train_size_random_mix, num_batches=args.train_batches_per_epoch, **common)
+    resumable = None
+    if in_memory:
+        img_size = data_config["input_size"][-1]
+        try:
+            train_x, train_y = in_memory_tensors(args.dataset, "train", args.data_dir, img_size, in_chans,
+                                                 args.train_subset)
+            val_x, val_y = in_memory_tensors(args.dataset, "test", args.data_dir, img_size, in_chans, args.val_subset)
+        except (FileNotFoundError, ValueError) as err:
+            raise UsageError(f"--dataset {args.dataset}: {err}") from None
+        loader_train = InMemoryLoader(train_x, train_y, args.batch_size, args.seed, True, rank, world,
+                                      0.0 if args.no_aug else args.hflip, device, model_dtype or torch.float32)
+        if len(loader_train) < 1:
+            raise UsageError(f"-b/--batch-size {args.batch_size}: the training set has {len(train_y)} images, fewer "
+                             f"than one batch on each of {world} process(es)")
+        resumable = loader_train
+        _logger.info(f"--dataset {args.dataset}: in memory, {len(train_y)} training images, flips only "
+                     f"(p={loader_train.hflip:g})")
+    else:
+        loader_train = create_loader(
+            dataset_train, input_size=data_config["input_size"], batch_size=args.batch_size, is_training=True,
+            no_aug=args.no_aug, re_prob=args.reprob, re_mode=args.remode, re_count=args.recount,
+            re_split=args.resplit, train_crop_mode=args.train_crop_mode, scale=args.scale, ratio=args.ratio,
+            hflip=args.hflip, vflip=args.vflip, color_jitter=args.color_jitter,
+            color_jitter_prob=args.color_jitter_prob, grayscale_prob=args.grayscale_prob,
+            gaussian_blur_prob=args.gaussian_blur_prob, auto_augment=args.aa, num_aug_repeats=args.aug_repeats,
+            num_aug_splits=num_aug_splits, interpolation=train_interpolation, num_workers=args.workers,
+            worker_seeding=args.worker_seeding, collate_fn=None,
+            use_multi_epochs_loader=args.use_multi_epochs_loader, input_size_choices=args.train_img_sizes,
+            batch_size_choices=args.train_batch_sizes, batch_choice_weights=args.train_size_probs,
+            batch_choice_seed=args.seed, batch_choice_schedule=args.train_size_schedule,
+            batch_schedule_epochs=args.epochs if args.train_size_schedule == "progressive" else None,
+            batch_schedule_spread=args.train_size_schedule_spread,
+            batch_schedule_random_mix=args.train_size_random_mix, num_batches=args.train_batches_per_epoch,
+            **common)
+        made = _make_resumable(loader_train, args.seed, rank, world)
+        if made is not None:
+            loader_train, resumable = made
     scheduled_batch_mode = args.train_img_sizes is not None
     batch_reference = (loader_train.batch_sampler.average_batch_size if scheduled_batch_mode
                        else float(args.batch_size))
 
+    if not args.lr and recipe is not None and args.sched in TRICKS_SCHEDULES:
+        # the paper's linear scaling rule, computed as plugins computes it (the closed form's peak, bit for bit)
+        args.lr = scale_lr(args.lr_base, recipe.batch_size, args.lr_base_size)
+        _logger.info(f"Learning rate ({args.lr}) = --lr-base {args.lr_base} x global batch {recipe.batch_size} / "
+                     f"--lr-base-size {args.lr_base_size} (linear scaling).")
     if not args.lr:  # timm's rule: lr = lr_base x (global batch / lr_base_size), sqrt-scaled for ada*/lamb
         global_batch = batch_reference * args.world_size * args.grad_accum_steps
         if not args.lr_base_scale:
@@ -158,7 +337,10 @@ def run(args, given: set[str], args_text: str) -> dict:  # noqa: C901 (timm's se
                      f"batch size ({global_batch:g}) with {args.lr_base_scale} scaling.")
 
     loader_eval = None
-    if dataset_eval is not None:
+    if in_memory:
+        loader_eval = InMemoryLoader(val_x, val_y, args.validation_batch_size or args.batch_size, args.seed, False,
+                                     rank, world, 0.0, device, model_dtype or torch.float32)
+    elif dataset_eval is not None:
         loader_eval = create_loader(dataset_eval, input_size=data_config["input_size"],
                                     batch_size=args.validation_batch_size or args.batch_size, is_training=False,
                                     interpolation=data_config["interpolation"], num_workers=args.workers,
@@ -169,14 +351,24 @@ def run(args, given: set[str], args_text: str) -> dict:  # noqa: C901 (timm's se
     model = task.get_trainable_module()
     eval_model = task.get_eval_model()
     optimizer = build_optimizer(args, model)
+    if args.amp and utils.is_primary(args):
+        check_cpu_amp(model, args, device, (args.batch_size, *data_config["input_size"]), amp_dtype)
 
-    resume_epoch = None
+    updates_per_epoch = (len(loader_train) + args.grad_accum_steps - 1) // args.grad_accum_steps
+    resume_epoch = position = None
     if args.resume:
         if not os.path.isfile(args.resume):
             raise UsageError(f"--resume {args.resume}: no such file")
-        resume_epoch = resume_task_checkpoint(task, args.resume, optimizer=None if args.no_resume_opt else optimizer,
-                                              loss_scaler=None if args.no_resume_opt else loss_scaler,
-                                              log_info=utils.is_primary(args))
+        position = _read_position(args.resume, args.model, updates_per_epoch)
+        try:
+            resume_epoch = resume_task_checkpoint(task, args.resume,
+                                                  optimizer=None if args.no_resume_opt else optimizer,
+                                                  loss_scaler=None if args.no_resume_opt else loss_scaler,
+                                                  log_info=utils.is_primary(args))
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise UsageError(f"--resume {args.resume}: it does not fit this command's model or param groups (same "
+                             f"--model, --num-classes, --bias-decay and --opt as the interrupted run?): "
+                             f"{str(err)[:300]}") from None
     if args.model_ema:
         task.setup_ema(decay=args.model_ema_decay, use_warmup=args.model_ema_warmup,
                        device="cpu" if args.model_ema_force_cpu else None)
@@ -198,44 +390,81 @@ def run(args, given: set[str], args_text: str) -> dict:  # noqa: C901 (timm's se
     if utils.is_primary(args):
         exp_name = args.experiment or "-".join([datetime.now().strftime("%Y%m%d-%H%M%S"),
                                                 safe_model_name(args.model), str(data_config["input_size"][-1])])
+        check_writable("--output", Path(args.output or "./output/train") / exp_name)
         output_dir = utils.get_outdir(args.output or "./output/train", exp_name)
-        saver = utils.CheckpointSaver(model=model, optimizer=optimizer, args=args, amp_scaler=loss_scaler,
-                                      checkpoint_dir=output_dir, recovery_dir=output_dir, decreasing=decreasing,
-                                      max_history=args.checkpoint_hist, task=task)
+        saver = ResumableSaver(model=model, optimizer=optimizer, args=args, amp_scaler=loss_scaler,
+                               checkpoint_dir=output_dir, recovery_dir=output_dir, decreasing=decreasing,
+                               max_history=args.checkpoint_hist, task=task)
+        saver.updates_per_epoch = updates_per_epoch
         if args.resume and os.path.dirname(os.path.abspath(args.resume)) == os.path.abspath(output_dir):
             saver.load_state_dict_from_checkpoint(args.resume)  # keep the ranked history of this folder
-        with open(os.path.join(output_dir, "args.yaml"), "w") as f:
-            f.write(args_text)
         lr_log = RunFiles(output_dir, len(optimizer.param_groups))
+        records = {"args.yaml": args_text, **({"recipe.yaml": recipe.to_yaml()} if recipe is not None else {})}
 
-    updates_per_epoch = (len(loader_train) + args.grad_accum_steps - 1) // args.grad_accum_steps
-    lr_scheduler, num_epochs = create_scheduler_v2(optimizer, **scheduler_kwargs(args, decreasing_metric=decreasing),
-                                                   updates_per_epoch=updates_per_epoch)
+        def write_records(records=records, lr_log=lr_log, output_dir=output_dir):
+            for name, text in records.items():
+                atomic_write(os.path.join(output_dir, name), text)
+            records.clear()
+            lr_log.flush_lr()
+
+        # In a fresh folder the records come first (timm: -c args.yaml repeats even a crashed run); in a folder
+        # that holds a run, with the first checkpoint, so that a command that fails changes nothing there.
+        if not os.path.exists(os.path.join(output_dir, "args.yaml")):
+            write_records()
+        saver.before_save = write_records
+
+    if args.sched in TRICKS_SCHEDULES:  # the closed form is of this command's lr, a resumed optimizer's too
+        for group in optimizer.param_groups:
+            group["initial_lr"] = args.lr
+    lr_scheduler, num_epochs = create_scheduler(args, optimizer, updates_per_epoch, recipe, decreasing)
     start_epoch = args.start_epoch if args.start_epoch is not None else (resume_epoch or 0)
-    if lr_scheduler is not None and start_epoch > 0:
-        if args.sched_on_updates:
-            lr_scheduler.step_update(start_epoch * updates_per_epoch)
+    start_batch, loss_so_far = 0, (0.0, 0)
+    if position and args.start_epoch is None and resumable is not None:
+        start_epoch, start_batch = int(position["epoch"]), int(position["next_batch"])
+        loss_so_far = (float(position["loss_sum"]), int(position["loss_count"]))
+        restore_random_state(position["rng"])
+        if start_batch:
+            _logger.info(f"Resuming epoch {start_epoch} at batch {start_batch} of {len(loader_train)}")
+    elif args.resume and position is None:
+        _logger.warning(f"--resume {args.resume}: no position recorded in it (not a tricks-train checkpoint); "
+                        f"resuming at the start of epoch {start_epoch}, as timm's train.py does")
+    done_updates = start_epoch * updates_per_epoch + start_batch // args.grad_accum_steps
+    if lr_scheduler is not None and (start_epoch > 0 or done_updates > 0):
+        if args.sched_on_updates or args.sched in TRICKS_SCHEDULES:
+            lr_scheduler.step_update(done_updates)
         else:
             lr_scheduler.step(start_epoch)
     if lr_log is not None:
-        lr_log.start_lr_log(start_epoch * updates_per_epoch)
+        lr_log.start_lr_log(done_updates)
+    summary_path = os.path.join(output_dir, "summary.csv") if output_dir else None
+    summary_rows = _earlier_rows(summary_path, start_epoch) if summary_path and args.resume else []
 
     best_metric = best_epoch = eval_metrics = None
     results = []
     for epoch in range(start_epoch, num_epochs):
-        for part in (loader_train.dataset, loader_train.batch_sampler, loader_train.sampler):
+        for part in (loader_train.dataset, getattr(loader_train, "batch_sampler", None),
+                     getattr(loader_train, "sampler", None)):
             if hasattr(part, "set_epoch"):
                 part.set_epoch(epoch)
                 break
+        if resumable is not None:
+            resumable.set_epoch(epoch)
+            resumable.start_batch = start_batch
         train_metrics = train_one_epoch(
             epoch, loader_train, optimizer, args, task=task, device=device, lr_scheduler=lr_scheduler,
             saver=saver, output_dir=output_dir, amp_autocast=amp_autocast, loss_scaler=loss_scaler,
             model_dtype=model_dtype, mixup_fn=mixup_fn, scheduled_batch_mode=scheduled_batch_mode,
-            batch_size_reference=batch_reference, on_update=lr_log.log_lr if lr_log else None)
+            batch_size_reference=batch_reference, on_update=lr_log.log_lr if lr_log else None,
+            on_device=in_memory, start_batch=start_batch, loss_so_far=loss_so_far,
+            last_saved=_last_saved(saver, output_dir))
+        start_batch, loss_so_far = 0, (0.0, 0)
+        extra = {k: train_metrics.pop(k) for k in SUMMARY_EXTRA if k in train_metrics}
         if lr_log is not None:
             lr_log.flush_lr()
         if args.distributed and args.dist_bn in ("broadcast", "reduce"):
             utils.distribute_bn(model, args.world_size, args.dist_bn == "reduce")
+        if saver is not None:
+            saver.set_position(epoch=epoch + 1, next_batch=0, loss_sum=0.0, loss_count=0)
         if (epoch + 1) % args.val_interval != 0 and epoch + 1 != num_epochs:
             if lr_scheduler is not None:
                 lr_scheduler.step(epoch + 1, metric=None)
@@ -251,9 +480,10 @@ def run(args, given: set[str], args_text: str) -> dict:  # noqa: C901 (timm's se
                                         device=device, amp_autocast=amp_autocast, log_suffix=" (EMA)")
         if output_dir is not None:
             lrs = [g["lr"] for g in optimizer.param_groups]
-            summary = os.path.join(output_dir, "summary.csv")
-            utils.update_summary(epoch, train_metrics, eval_metrics, filename=summary, lr=sum(lrs) / len(lrs),
-                                 write_header=not os.path.exists(summary))
+            row = {"epoch": epoch, **{f"train_{k}": v for k, v in train_metrics.items()},
+                   **{f"eval_{k}": v for k, v in (eval_metrics or {}).items()}, "lr": sum(lrs) / len(lrs), **extra}
+            summary_rows.append(row)
+            _write_summary(summary_path, summary_rows)
         latest = (eval_metrics or train_metrics)[eval_metric]
         if saver is not None:
             best_metric, best_epoch = saver.save_checkpoint(epoch, metric=latest)
@@ -270,8 +500,12 @@ def run(args, given: set[str], args_text: str) -> dict:  # noqa: C901 (timm's se
         if lr_log is not None and os.path.getsize(lr_log.path("lr_per_step.csv")) > 0:
             lr_log.plot_lr(f"{args.model}: lr of every update")
         if args.export_backbone:
+            from ._recipe_flags import _TRICKS_NAME
+
+            match = _TRICKS_NAME.fullmatch(args.model)
             export_backbone(task.get_eval_model(), args.export_backbone,
-                            meta={"model_name": args.model, "variant": None, "recipe": None,
+                            meta={"model_name": args.model, "variant": match.group(3) if match else None,
+                                  "recipe": recipe.to_dict() if recipe is not None else None,
                                   "val_top1": None if eval_metrics is None else float(eval_metrics.get("top1", 0)),
                                   "num_classes": int(args.num_classes), "in_chans": int(in_chans)})
         ordered = sorted(results, key=lambda r: r.get("validation", r["train"]).get(eval_metric, 0),

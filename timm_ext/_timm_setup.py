@@ -3,9 +3,11 @@ losses, task, datasets and optimizer, each as timm's train.py builds it, with th
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
+from contextlib import nullcontext
 from functools import partial
 
 import timm
@@ -24,18 +26,17 @@ from timm.task import (
 )
 from timm.utils.log import FormatterNoInfo
 
+from plugins.runtime.checkpoint import BACKBONE_FORMAT, load_checkpoint
+from plugins.tricks.distillation import distillation_loss
 from plugins.tricks.label_smoothing import LabelSmoothingCrossEntropy as PaperSmoothingCrossEntropy
+from plugins.tricks.label_smoothing import uniform_epsilon
 
 from ._timm_data import BUILT_IN, built_in_dataset
 from ._timm_flags import NOT_RUN, option_strings
 from .cli import UsageError
+from .scheduler import TIMM_SCHEDULES, TRICKS_SCHEDULES
 
 _logger = logging.getLogger("train")
-
-# Extension flags that only the recipe engine applies (dest -> what to use in timm's run instead).
-_RECIPE_ONLY = {"kd_teacher": "timm's --kd-model-name, or add --recipe for the paper's distillation",
-                "checkpoint_interval": "timm's --recovery-interval"}
-
 
 # Value ranges timm's train.py leaves to a later crash: (dest, low, high, low open, high open); None = unbounded.
 _RANGES = [("batch_size", 1, None, False, False), ("validation_batch_size", 1, None, False, False),
@@ -61,9 +62,19 @@ def _check_ranges(args) -> None:
             lo = "(" if low_open else "["
             hi = "inf)" if high is None else (f"{high})" if high_open else f"{high}]")
             raise UsageError(f"argument {option_strings(dest)}: must be in {lo}{low}, {hi}, got {value}")
+    if args.sched not in TRICKS_SCHEDULES and args.sched not in TIMM_SCHEDULES:
+        raise UsageError(f"argument --sched: unknown schedule {args.sched!r}; accepted: timm's "
+                         f"{', '.join(TIMM_SCHEDULES)} or the paper's closed form per update {', '.join(TRICKS_SCHEDULES)}")
+    if args.sched in TRICKS_SCHEDULES:
+        if args.warmup_epochs < 0:
+            raise UsageError(f"argument --warmup-epochs: must be >= 0, got {args.warmup_epochs}")
+        if args.min_lr_ratio is not None and not 0 <= args.min_lr_ratio <= 1:
+            raise UsageError(f"argument --min-lr-ratio: must be in [0, 1], got {args.min_lr_ratio}")
+        return
     if args.warmup_epochs != int(args.warmup_epochs):
-        raise UsageError(f"argument --warmup-epochs: timm's run takes whole epochs, got {args.warmup_epochs} "
-                         "(a fractional warmup is a --recipe feature)")
+        raise UsageError(f"argument --warmup-epochs: timm's --sched {args.sched} takes whole epochs, got "
+                         f"{args.warmup_epochs} (a fractional warmup runs with --sched tricks_cosine, tricks_step "
+                         "or tricks_constant)")
     args.warmup_epochs = int(args.warmup_epochs)
 
 
@@ -82,15 +93,21 @@ def check_args(args, given: set[str]) -> None:
     for dest, why in NOT_RUN.items():
         if dest in given and getattr(args, dest):
             raise UsageError(f"--{dest.replace('_', '-')}: {why}")
-    for dest, instead in _RECIPE_ONLY.items():
-        if dest in given and getattr(args, dest):
-            raise UsageError(f"--{dest.replace('_', '-')}: applies to --recipe runs only; in timm's run use {instead}")
+    if args.opt.lower() in ("sgd", "nesterov") and args.momentum == 0:
+        raise UsageError(f"--opt {args.opt} with --momentum 0: timm's {args.opt} is Nesterov SGD, which needs "
+                         "momentum; accepted: --momentum > 0, or --opt momentum for plain SGD")
+    if args.kd_teacher and args.kd_model_name:
+        raise UsageError("--kd-teacher and --kd-model-name: one teacher; --kd-teacher is the paper's distillation "
+                         "from a checkpoint, --kd-model-name timm's distillation tasks")
+    if args.kd_teacher and (args.distill_loss_weight is not None or args.task_loss_weight is not None):
+        raise UsageError("--kd-teacher with --distill-loss-weight/--task-loss-weight: the paper's distillation is "
+                         "the plain sum CE + T^2 * soft CE; use --kd-model-name for timm's weighted form")
+    if args.smoothing_form == "paper" and args.smoothing and (args.bce_loss or args.jsd_loss):
+        raise UsageError("--smoothing-form paper with --bce-loss/--jsd-loss: timm's BCE and JSD losses smooth "
+                         "uniformly; accepted with them: --smoothing-form uniform")
     if (args.train_subset or args.val_subset) and args.dataset not in BUILT_IN:
         raise UsageError(f"--train-subset/--val-subset: only for the built-in datasets {list(BUILT_IN)}; timm's "
                          "--train-num-samples/--val-num-samples size iterable datasets")
-    if args.smoothing_form == "paper" and (args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None):
-        raise UsageError("--smoothing-form paper with --mixup/--cutmix: timm's mixup smooths its targets uniformly; "
-                         "use --recipe for the paper's smoothing under mixup")
     if args.naflex_loader and args.train_img_sizes is not None:
         raise UsageError("--naflex-loader and --train-img-sizes are alternative loader modes")
 
@@ -123,6 +140,14 @@ def select_device(args, given: set[str]) -> torch.device:
     return utils.init_distributed_device(args)
 
 
+def mixup_smoothing(args) -> float:
+    """The uniform epsilon timm's ``Mixup`` is given so that its targets carry ``--smoothing`` in
+    ``--smoothing-form`` (the paper's form: 1 - eps on the true class, eps / (K - 1) on the others)."""
+    if not args.smoothing or args.smoothing_form != "paper":
+        return args.smoothing
+    return uniform_epsilon(args.smoothing, args.num_classes, "paper")
+
+
 def loss_fns(args, mixup_active: bool, num_aug_splits: int, device):
     bce = dict(target_threshold=args.bce_target_thresh, sum_classes=args.bce_sum, pos_weight=args.bce_pos_weight)
     if args.jsd_loss:
@@ -147,6 +172,12 @@ def build_task(args, model, criterion, device, model_dtype):
     common = dict(criterion=criterion, distill_loss_weight=args.distill_loss_weight,
                   task_loss_weight=args.task_loss_weight, device=device, dtype=model_dtype,
                   verbose=utils.is_primary(args))
+    if args.kd_teacher:
+        teacher = load_teacher(args.kd_teacher, args.kd_model, model, device)
+        return PaperDistillationTask(student_model=model, teacher_model=teacher, criterion=criterion,
+                                     temperature=args.kd_temperature, epsilon=args.smoothing or 0.0,
+                                     form=args.smoothing_form or "uniform", device=device, dtype=model_dtype,
+                                     verbose=utils.is_primary(args))
     if args.kd_model_name is None:
         return ClassificationTask(model=model, criterion=criterion, device=device, dtype=model_dtype,
                                   verbose=utils.is_primary(args))
@@ -161,12 +192,93 @@ def build_task(args, model, criterion, device, model_dtype):
                                  distill_type=args.kd_token_distill_type, temperature=args.kd_temperature, **common)
 
 
+class PaperDistillationTask(LogitDistillationTask):
+    """timm's logit distillation task with the paper's loss (section 5.3): ``CE(p, softmax(z)) + T^2 *
+    CE(softmax(r / T), softmax(z / T))`` (``plugins.tricks.distillation.distillation_loss``), the plain sum.
+
+    ``p`` is the target as the loop gives it: class indices, smoothed with ``epsilon`` in ``form``, or the soft
+    targets of mixup (which carry their own smoothing); the teacher sees the same (mixed) images. Its
+    ``output`` is the student's logits, as timm's tasks return them.
+    """
+
+    def __init__(self, *args, epsilon: float = 0.0, form: str = "uniform", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.epsilon, self.form = float(epsilon), form
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        student_logits = self.trainable_module(input)
+        with torch.no_grad():
+            input_kd = self.teacher.normalize_input(input, self.student_mean, self.student_std)
+            teacher_logits = self.teacher(input_kd.detach(), return_features=False)
+        if target.is_floating_point():
+            loss = distillation_loss(student_logits, teacher_logits, target, self.temperature)
+        else:
+            loss = distillation_loss(student_logits, teacher_logits, target, self.temperature, self.epsilon,
+                                     self.form)
+        return {"loss": loss, "output": student_logits}
+
+
+def load_train_checkpoint(path: str, flag: str) -> dict:
+    """A checkpoint of tricks-train / timm's train.py, read weights-only (timm's saved ``args`` Namespace is
+    the one class allowed besides tensors and plain containers). :class:`UsageError` naming ``flag`` otherwise."""
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            ckpt = load_checkpoint(path)
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(f"{flag} {path}: {err}") from None
+    if not isinstance(ckpt, dict):
+        raise UsageError(f"{flag} {path}: expected a checkpoint dict, got {type(ckpt).__name__}")
+    if ckpt.get("format") == BACKBONE_FORMAT or "meta" in ckpt:
+        raise UsageError(f"{flag} {path}: a backbone.pth has no classifier; use model_best.pth.tar or "
+                         "last.pth.tar of the run")
+    return ckpt
+
+
+def recorded_args(ckpt: dict) -> dict:
+    saved = ckpt.get("args")
+    return vars(saved) if isinstance(saved, argparse.Namespace) else dict(saved or {})
+
+
+def load_teacher(path: str, model_name: str | None, student: nn.Module, device) -> nn.Module:
+    """The frozen teacher (eval mode, no gradients) of ``--kd-teacher``, built as its run built it."""
+    ckpt = load_train_checkpoint(path, "--kd-teacher")
+    saved = recorded_args(ckpt)
+    state = ckpt.get("state_dict", ckpt.get("model"))
+    if state is None and ckpt and all(torch.is_tensor(v) for v in ckpt.values()):
+        state = ckpt  # a plain state_dict file (with --kd-model)
+    if not isinstance(state, dict):
+        raise UsageError(f"--kd-teacher {path}: no state_dict in it; expected a checkpoint of tricks-train")
+    name = model_name or saved.get("model")
+    if not name or not timm.is_model(name):
+        raise UsageError(f"--kd-teacher {path}: the file does not record a timm model"
+                         + (f" ({name!r})" if name else "") + "; pass --kd-model NAME")
+    head = [k for k in state if k.endswith(".weight") and state[k].ndim == 2]
+    classes = int(state[head[-1]].shape[0]) if head else None
+    student_classes = student.num_classes
+    if classes is not None and classes != student_classes:
+        raise UsageError(f"--kd-teacher {path}: the teacher has {classes} classes, this run {student_classes} "
+                         "(--num-classes); a teacher must predict the student's classes")
+    kwargs = dict(saved.get("model_kwargs") or {})
+    in_chans = next((int(v.shape[1]) for v in state.values() if getattr(v, "ndim", 0) == 4), 3)
+    try:
+        teacher = create_model(name, num_classes=student_classes, in_chans=in_chans, **kwargs)
+        teacher.load_state_dict(state)
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise UsageError(f"--kd-teacher {path}: its weights do not fit {name} with {student_classes} classes "
+                         f"({str(err)[:300]})") from None
+    teacher.requires_grad_(False)
+    return teacher.to(device).eval()
+
+
 def build_datasets(args, input_img_mode: str):
     if args.dataset in BUILT_IN:
         img_size = args.input_size[-1] if args.input_size else args.img_size
-        make = partial(built_in_dataset, args.dataset, root=args.data_dir, img_size=img_size)
-        return make("train", limit=args.train_subset), (make("test", limit=args.val_subset) if args.val_split
-                                                        else None)
+        make = partial(built_in_dataset, args.dataset, root=args.data_dir, img_size=img_size, mode=input_img_mode)
+        try:
+            return make("train", limit=args.train_subset), (make("test", limit=args.val_subset) if args.val_split
+                                                            else None)
+        except (FileNotFoundError, ValueError) as err:
+            raise UsageError(f"--dataset {args.dataset}: {err}") from None
     common = dict(root=args.data_dir, class_map=args.class_map, download=args.dataset_download,
                   batch_size=args.batch_size, input_img_mode=input_img_mode, input_key=args.input_key,
                   target_key=args.target_key, trust_remote_code=args.dataset_trust_remote_code)
@@ -217,3 +329,48 @@ def build_optimizer(args, model):
     if args.no_bias_decay is False:
         kwargs["filter_bias_and_bn"] = False
     return create_optimizer_v2(model, **kwargs, **args.opt_kwargs)
+
+
+def check_cpu_amp(model, args, device, batch_shape: tuple[int, ...], amp_dtype, repeats: int = 2) -> float | None:
+    """On a CPU, time one training update of a copy of ``model`` on a random batch of ``batch_shape`` in float32
+    and under ``--amp`` autocast; log the ratio, and a warning naming ``--no-amp`` when autocast is slower.
+
+    Low precision is the paper's speed trick on GPUs; on a CPU it is faster only for some models and batches
+    (benchmarks/bench_low_precision.py), so the run says which it is before it starts. The model, the optimizer
+    and every random stream of the run are untouched. Returns the float32 / autocast time ratio (None on CUDA).
+    """
+    import copy
+    import time
+
+    if device.type != "cpu":
+        return None
+    probe = copy.deepcopy(model).train()
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(batch_shape, generator=generator).to(device)
+    if args.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    def step(autocast: bool) -> float:
+        context = torch.autocast("cpu", dtype=amp_dtype) if autocast else nullcontext()
+        start = time.perf_counter()
+        with context:
+            out = probe(x)
+            loss = out.float().logsumexp(dim=1).mean()
+        loss.backward()
+        probe.zero_grad(set_to_none=True)
+        return time.perf_counter() - start
+
+    with torch.random.fork_rng(devices=[]):
+        timings = {}
+        for autocast in (False, True):
+            step(autocast)  # warm-up: kernels chosen, memory allocated
+            timings[autocast] = min(step(autocast) for _ in range(repeats))
+    ratio = timings[False] / timings[True]
+    dtype = str(amp_dtype).replace("torch.", "")
+    what = (f"--amp: {dtype} autocast takes {timings[True] * 1e3:.0f} ms per update of {args.model} at batch "
+            f"{batch_shape[0]} on this CPU against {timings[False] * 1e3:.0f} ms in float32 ({ratio:.2f}x)")
+    if ratio < 1.0:
+        _logger.warning(f"{what}: slower here; pass --no-amp to train in float32")
+    else:
+        _logger.info(what)
+    return ratio

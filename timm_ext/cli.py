@@ -1,12 +1,12 @@
 """The ``tricks-train`` command line: timm train.py's, whole, plus the extension flags.
 
 Every flag of timm's train.py is here with timm's names, aliases, types and defaults (``_timm_flags``), the
-positional data dir and ``-c/--config`` included, so a timm command line is accepted as it is. Without
-``--recipe`` the run is timm's (``timm_ext._timm_run``); ``--recipe`` runs the paper's engine
-(``timm_ext.train``), where the timm flags that mean a recipe field override it.
+positional data dir and ``-c/--config`` included, so a timm command line is accepted as it is. ``--recipe`` is
+one more layer of defaults under ``-c`` and the command line (``timm_ext._recipe_flags``); every run is timm's
+loop (``timm_ext._timm_run``).
 
 :func:`parse_args` also returns which flags were given (on the command line or in the ``-c`` yaml), so that a
-recipe run can tell "given" from "timm's default", and the text that ``args.yaml`` records.
+run can tell "given" from a default, and the text that ``args.yaml`` records.
 """
 
 from __future__ import annotations
@@ -28,11 +28,13 @@ class UsageError(ValueError):
 def _add_extension_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
         "Bag of Tricks extension flags",
-        "The paper's refinements where timm has no flag for them. Without --recipe they apply to timm's run.")
+        "The paper's refinements where timm has no flag for them, and --recipe: a source of defaults for timm's "
+        "flags (explicit flags win).")
     g.add_argument("--recipe", default=None, metavar="NAME_OR_YAML",
-                   help="run the paper's recipe engine with this preset (baseline, paper, ...) or recipe yaml: "
-                        "closed-form per-update warmup and cosine, exact resume, the built-in datasets in memory; "
-                        "timm flags that mean a recipe field override it (None: timm's run)")
+                   help="a preset (baseline, efficient, paper) or recipe yaml whose fields become the defaults of "
+                        "the timm flags that mean them (-b, --lr-base, --epochs, --sched tricks_*, --warmup-epochs, "
+                        "--smoothing, --mixup, --amp, ...); flags given on the command line or in -c win "
+                        "(None: timm's defaults)")
     g.add_argument("--zero-gamma", dest="zero_gamma", action="store_const", const=True, default=None,
                    help="zero the last BN gamma of every residual block (None: the model's default; timm's "
                         "ResNets zero it, the tricks_* models do not)")
@@ -44,23 +46,23 @@ def _add_extension_flags(p: argparse.ArgumentParser) -> None:
                    help="weight decay on every parameter, biases and norms included (the paper's baseline)")
     g.add_argument("--smoothing-form", choices=("uniform", "paper"), default=None,
                    help="uniform: eps/K on every class (timm, torch); paper: 1-eps on the true class and "
-                        "eps/(K-1) on each other (None: uniform, or the recipe's)")
+                        "eps/(K-1) on each other, under mixup too (None: uniform)")
+    g.add_argument("--min-lr-ratio", type=float, default=None, metavar="RATIO",
+                   help="--sched tricks_cosine: final lr as a fraction of the peak (None: --min-lr / lr)")
     g.add_argument("--kd-teacher", default=None, metavar="CHECKPOINT",
-                   help="the paper's distillation (T^2-scaled soft cross-entropy at --kd-temperature) from this "
-                        "teacher checkpoint; timm's own --kd-model-name keeps timm's meaning")
+                   help="the paper's distillation (CE + T^2-scaled soft cross-entropy at --kd-temperature) from "
+                        "this teacher checkpoint of tricks-train (model_best.pth.tar, last.pth.tar), loaded "
+                        "weights-only; timm's own --kd-model-name keeps timm's meaning")
     g.add_argument("--kd-model", default=None, metavar="NAME",
                    help="timm model name of a --kd-teacher file that does not record it")
     g.add_argument("--export-backbone", default=None, metavar="PATH",
-                   help="also write backbone.pth (bag-of-tricks/backbone/v1, for mm_ext and d2_ext) to PATH "
-                        "(recipe runs always write it in their folder)")
+                   help="also write backbone.pth (bag-of-tricks/backbone/v1, for mm_ext and d2_ext) to PATH")
     g.add_argument("--train-subset", type=int, default=0, metavar="N",
-                   help="use the first N training images (0: all)")
+                   help="use the first N training images of a built-in dataset (0: all)")
     g.add_argument("--val-subset", type=int, default=0, metavar="N",
-                   help="use the first N validation images (0: all)")
-    g.add_argument("--checkpoint-interval", type=int, default=0, metavar="N",
-                   help="recipe runs: also write the resumable checkpoint every N updates (0: epoch ends only)")
+                   help="use the first N validation images of a built-in dataset (0: all)")
     g.add_argument("--no-amp", dest="amp", action="store_false",
-                   help="recipe runs: switch the recipe's mixed precision off (timm's --amp switches it on)")
+                   help="switch a recipe's mixed precision off (timm's --amp switches it on)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -111,12 +113,16 @@ def _load_config(path: str, parser: argparse.ArgumentParser) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, set[str], str]:
-    """Parse as timm's train.py does: ``-c`` yaml values become the defaults, the command line wins.
+    """Parse as timm's train.py does, with ``--recipe`` as one more layer of defaults.
 
-    Returns ``(args, given, args_text)``: ``given`` holds the dests set on the command line or in the yaml,
-    ``args_text`` is the yaml that ``args.yaml`` records. Bad flags exit with argparse's message (status 2).
+    Precedence, lowest first: timm's defaults, the recipe's fields (``timm_ext._recipe_flags``), the ``-c`` yaml,
+    the command line. Returns ``(args, given, args_text)``: ``given`` holds the dests set on the command line or
+    in the yaml, ``args_text`` is the yaml that ``args.yaml`` records (resolved values, ``recipe`` included).
+    Bad flags exit with argparse's message (status 2); a recipe that cannot be read raises :class:`UsageError`.
     """
     import sys
+
+    from ._recipe_flags import RecipeError, load_recipe, recipe_defaults
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -129,9 +135,22 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, set[s
             cfg = _load_config(pre.config, parser)
         except UsageError as err:
             parser.error(str(err))
-        parser.set_defaults(**cfg)
-    args = parser.parse_args(argv)
+    first = parser.parse_args(argv) if not cfg else _parse_with(parser, cfg, argv)  # --help and bad flags here
     given = _given_dests(argv) | set(cfg)
     given.discard("config")
+    if first.recipe:
+        try:
+            recipe = load_recipe(first.recipe)
+            parser.set_defaults(**recipe_defaults(recipe, first.recipe, first.dataset, first.grad_accum_steps,
+                                                  batch_given="batch_size" in given))
+        except RecipeError as err:
+            raise UsageError(str(err)) from None
+    parser.set_defaults(**cfg)
+    args = parser.parse_args(argv)
     args_text = yaml.safe_dump(vars(args), default_flow_style=False)
     return args, given, args_text
+
+
+def _parse_with(parser: argparse.ArgumentParser, cfg: dict, argv: list[str]) -> argparse.Namespace:
+    parser.set_defaults(**cfg)
+    return parser.parse_args(argv)

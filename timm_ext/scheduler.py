@@ -19,7 +19,11 @@ from timm.scheduler.scheduler import Scheduler
 from plugins.recipe.plan import LrSchedule
 from plugins.tricks.lr_schedule import SCHEDULES
 
-__all__ = ["TricksScheduler", "create_tricks_scheduler"]
+__all__ = ["TIMM_SCHEDULES", "TRICKS_SCHEDULES", "TricksScheduler", "create_scheduler", "create_tricks_scheduler"]
+
+# timm's --sched values (timm.scheduler.create_scheduler_v2) and ours: tricks_<schedule> is the paper's closed form.
+TIMM_SCHEDULES = ("cosine", "tanh", "step", "multistep", "plateau", "poly", "wsd", "rsqrt", "constant", "none")
+TRICKS_SCHEDULES = {"tricks_cosine": "cosine", "tricks_step": "step", "tricks_constant": "constant"}
 
 
 class TricksScheduler(Scheduler):
@@ -90,3 +94,20 @@ def create_tricks_scheduler(optimizer: torch.optim.Optimizer, recipe, steps_per_
     ``recipe.lr_at(i, steps_per_epoch)``.
     """
     return TricksScheduler.from_plan(optimizer, recipe.lr_schedule(steps_per_epoch))
+
+
+def create_scheduler(args, optimizer: torch.optim.Optimizer, updates_per_epoch: int, recipe=None,
+                     decreasing_metric: bool = False):
+    """timm's scheduler factory path, with ``--sched tricks_*`` answered by :class:`TricksScheduler`.
+
+    ``recipe`` is the run's resolved ``plugins.recipe.Recipe`` (``timm_ext._recipe_flags.recipe_from_args``): a
+    ``tricks_*`` schedule runs its plan per update, so update ``i`` is at ``recipe.lr_at(i, updates_per_epoch)``
+    when the groups start at ``recipe.scaled_lr()``. Other values go to timm's ``create_scheduler_v2``.
+    Returns ``(scheduler, num_epochs)`` as timm's factory does.
+    """
+    if args.sched in TRICKS_SCHEDULES:
+        return create_tricks_scheduler(optimizer, recipe, updates_per_epoch), int(recipe.epochs)
+    from timm.scheduler import create_scheduler_v2, scheduler_kwargs
+
+    return create_scheduler_v2(optimizer, **scheduler_kwargs(args, decreasing_metric=decreasing_metric),
+                               updates_per_epoch=updates_per_epoch)

@@ -1,5 +1,4 @@
-"""A timm ResNet as a multi-scale feature extractor, shared by the mm_ext and d2_ext backbones (formerly
-``timm_ext.features``, which still re-exports it for one release, with a DeprecationWarning).
+"""A timm ResNet as a multi-scale feature extractor, shared by the mm_ext and d2_ext backbones.
 
 The contract is in docs/architecture.md: ``TimmFeatures(model_name, checkpoint=None, out_indices=(1, 2, 3, 4),
 output_stride=32, frozen_stages=-1, allow_missing=False, **timm_kwargs)`` returns one feature map per

@@ -69,9 +69,10 @@ def lr_trace_stages(scenes_stage: str, model: str) -> list[Stage]:
     return [
         Stage("lr-trace-timm_ext", ["-m", "timm_ext.train", "--model", model + "d", "--recipe", "paper", "--dataset",
                                     "fashion_mnist", "--train-subset", str(TRACE_STEPS // 3 * 32), "--val-subset",
-                                    "64", "-b", "32", "--epochs", "3", "--warmup-epochs", "1", "--sched", "cosine",
-                                    "--lr", str(TRACE_LR), "--min-lr", "0", "--mixup", "0", "--no-progress",
-                                    "--output", "{out}"], cost=8, parse=_trace_parser("timm_ext"),
+                                    "64", "-b", "32", "--epochs", "3", "--warmup-epochs", "1", "--sched",
+                                    "tricks_cosine", "--lr", str(TRACE_LR), "--min-lr-ratio", "0", "--mixup", "0",
+                                    "--no-amp", "--scale", "1", "1", "--ratio", "1", "1", "--color-jitter", "0",
+                                    "--no-progress", "--output", "{out}", "--experiment", "trace"], cost=8, parse=_trace_parser("timm_ext"),
               sources=TIMM_SOURCES),
         Stage("lr-trace-mm_ext", ["-m", "mm_ext.train", "mm_ext/configs/faster-rcnn_timm-r26nd_fpn_tricks_fashion-scenes.py",
                                   "--work-dir", "{out}", "--cfg-options", f"model.backbone.model_name={model}d",

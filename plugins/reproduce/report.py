@@ -70,7 +70,7 @@ def collect(results: dict[str, dict], seeds, transfer_seeds=None) -> dict:
 
 
 def _delta(cur: list[float], prev: list[float]) -> str:
-    """Δ of a row against the previous one. With several seeds, both lists per seed (same order): the mean and
+    """Δ of a row against its base row. With several seeds, both lists per seed (same order): the mean and
     standard deviation of the per-seed differences, and on how many seeds the difference has the mean's sign."""
     if not cur or not prev:
         return ""
@@ -82,26 +82,33 @@ def _delta(cur: list[float], prev: list[float]) -> str:
     return f"{mean:+.2f} ± {sd:.2f} ({agree}/{len(diffs)})"
 
 
+# The row each stacked row adds one trick to, where it is not the row above: "+ mixup" is label smoothing's row
+# plus mixup (no teacher), "+ distillation + mixup" is "+ mixup" plus the teacher. Every Δ, ours and the paper's,
+# is against this row.
+BASE_ROW = {"+ mixup": "+ label smoothing", "+ distillation + mixup": "+ mixup"}
+
+
 def _table(title, rows, metric_cols, ref=None, ref_fmt=None, delta_key=None):
-    """A markdown table of ``rows``; Δ is of ``delta_key`` (default: the first metric), named in its header."""
+    """A markdown table of ``rows``; Δ is of ``delta_key`` (default: the first metric) against the row each row
+    adds one trick to (``BASE_ROW``, else the row above), named in the "vs" column."""
     delta_key = delta_key or metric_cols[0][0]
     head = ["row", *[f"ours: {m}" for m, _ in metric_cols],
-            "Δ vs previous row" if delta_key == metric_cols[0][0] else f"Δ {delta_key} vs previous row"]
+            "Δ" if delta_key == metric_cols[0][0] else f"Δ {delta_key}", "vs"]
     if ref is not None:
         head += ["paper", "paper Δ"]
     lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    prev, prev_ref = None, None
-    for name, vals in rows.items():
+    names = list(rows)
+    for i, name in enumerate(names):
+        vals = rows[name]
+        base = BASE_ROW.get(name) if BASE_ROW.get(name) in rows else (names[i - 1] if i else None)
         cells = [name] + [(_cell(vals[k]) if vals[k] else "n/a") for k, _ in metric_cols]
-        cur = vals[delta_key]
-        cells.append("" if prev is None else _delta(cur, prev))
+        cells += ["" if base is None else _delta(vals[delta_key], rows[base][delta_key]), base or ""]
         if ref is not None:
-            r = ref.get(name)
+            r, rb = ref.get(name), ref.get(base) if base else None
             rv = r[ref_fmt] if isinstance(r, tuple) else r
+            bv = rb[ref_fmt] if isinstance(rb, tuple) else rb
             cells += ["" if r is None else (" / ".join(f"{x:.2f}" for x in r) if isinstance(r, tuple) else f"{r:.2f}"),
-                      "" if prev_ref is None or rv is None else f"{rv - prev_ref:+.2f}"]
-            prev_ref = rv
-        prev = cur
+                      "" if bv is None or rv is None else f"{rv - bv:+.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

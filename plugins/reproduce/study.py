@@ -103,11 +103,18 @@ def _write_recipe(run_dir: Path, name: str, recipe: dict) -> str:
     return "{run}/" + rel
 
 
+# Where a classification stage's tricks-train run writes timm's files: {out}/<CLS_RUN>/ (--output {out}
+# --experiment CLS_RUN), its backbone beside them.
+CLS_RUN = "train"
+
+
 def parse_classification(out: Path) -> dict:
-    rows = list(csv.DictReader(open(out / "summary.csv")))
-    top1 = [float(r["val_top1"]) for r in rows]
+    """The stage's figures from timm's summary.csv (eval_top1, eval_top5, train_loss) and our images_per_s."""
+    with open(out / CLS_RUN / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    top1 = [float(r["eval_top1"]) for r in rows]
     speed = [float(r["images_per_s"]) for r in rows if r.get("images_per_s")]
-    return {"val_top1": top1[-1], "best_top1": max(top1), "val_top5": float(rows[-1]["val_top5"]),
+    return {"val_top1": top1[-1], "best_top1": max(top1), "val_top5": float(rows[-1]["eval_top5"]),
             "train_loss": float(rows[-1]["train_loss"]), "curve": top1,
             "images_per_s": statistics.median(speed) if speed else None}
 
@@ -207,9 +214,12 @@ def build_stages(p: Preset, run_dir: Path) -> list[Stage]:
     transfer = {k: _write_recipe(run_dir, k, v) for k, v in transfer_recipes(p).items()}
     per_epoch = ["--recipe-iters-per-epoch", str(transfer_iters_per_epoch(p))]
     stages: list[Stage] = []
+    # timm's loop with the paper's data pipeline: the photos in memory, flips only (a full-image crop, no colour
+    # jitter), one kept epoch checkpoint; timm's files in {out}/train/, the backbone in {out}/backbone.pth.
     common = ["--dataset", p.dataset, "--img-size", str(p.img_size), "--in-chans", "3",
-              "--train-subset", str(p.train_subset),
-              "--val-subset", str(p.val_subset), "--no-progress", "--output", "{out}"]
+              "--train-subset", str(p.train_subset), "--val-subset", str(p.val_subset),
+              "--scale", "1", "1", "--ratio", "1", "1", "--color-jitter", "0", "--checkpoint-hist", "1",
+              "--no-progress", "--output", "{out}", "--experiment", CLS_RUN, "--export-backbone", "{out}/backbone.pth"]
 
     # Stage costs are seconds on an idle 2-core CPU, fitted to measured stage times (transfer: about 0.065 s per
     # training image in each framework, MMDetection with torchvision's ops). They only drive the remaining-time
@@ -223,8 +233,8 @@ def build_stages(p: Preset, run_dir: Path) -> list[Stage]:
         return Stage(name=name, argv=["-m", "timm_ext.train", "--model", model, "--recipe", recipe,
                                       "--seed", str(seed), *common, *fast, *extra],
                      cost=cost / (2.0 if fast else 1.0),  # bench_low_precision.py: 2.46x per step, less overall
-                     deps=list(deps), resume_argv=["--resume", "{out}/last.pth"],
-                     resume_marker="last.pth", parse=parse_classification, sources=TIMM_SOURCES)
+                     deps=list(deps), resume_argv=["--resume", "{out}/" + CLS_RUN + "/last.pth.tar"],
+                     resume_marker=CLS_RUN + "/last.pth.tar", parse=parse_classification, sources=TIMM_SOURCES)
 
     for seed in p.seeds:
         s = f"s{seed}"
@@ -238,7 +248,8 @@ def build_stages(p: Preset, run_dir: Path) -> list[Stage]:
                 continue  # the same run as the tweak table's D row
             kd = row.endswith("distillation") or "distillation +" in row
             variant = "b" if row == "B-standard" else "d"
-            extra = ["--kd-teacher", "{dep:" + teacher + "}/best.pth", "--kd-temperature", "20"] if kd else []
+            extra = (["--kd-teacher", "{dep:" + teacher + "}/" + CLS_RUN + "/model_best.pth.tar", "--kd-temperature",
+                      "20"] if kd else [])
             stages.append(cls_stage(f"cls-{slug(row)}-{s}", row, p.model + variant, seed, extra,
                                     deps=[teacher] if kd else [], cost=cls_cost * (1.4 if kd else 1.0)))
 

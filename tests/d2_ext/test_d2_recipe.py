@@ -109,6 +109,26 @@ def test_bad_recipes_and_a_trainer_that_skips_apply_recipe_are_loud(user_config,
     assert "call d2_ext.apply_recipe(cfg, opts)" in problems["RECIPE"]
 
 
+def _logged_not_applied(caplog) -> tuple[str, ...]:
+    [message] = [r.getMessage() for r in caplog.records if "not applied to Detectron2" in r.getMessage()]
+    listed = message.split("not applied to Detectron2: ")[1]
+    return () if listed == "nothing" else tuple(item.split(" (")[0] for item in listed.split(", "))
+
+
+@pytest.mark.parametrize("text", ["distill_temperature: 5.0\n",  # distillation off: its temperature means nothing
+                                  "distill_teacher: teacher.pth\nmixup_alpha: 0.2\n", "amp: true\n"])
+def test_the_log_lists_what_detectron2_does_not_apply_from_the_one_list(user_config, tmp_path, caplog, text):
+    from plugins.recipe import not_applied
+
+    (tmp_path / "r.yaml").write_text(text)
+    with caplog.at_level("INFO", logger="d2_ext.recipe"):
+        _cfg(user_config, "TRICKS.RECIPE", str(tmp_path / "r.yaml"), "TRICKS.ITERS_PER_EPOCH", "4",
+             "SOLVER.MAX_ITER", "400")
+    recipe = Recipe.from_yaml(tmp_path / "r.yaml")
+    assert _logged_not_applied(caplog) == not_applied(recipe, "detectron2", cuda=torch.cuda.is_available())
+    assert ("distill_temperature" in _logged_not_applied(caplog)) == (recipe.distill_teacher is not None)
+
+
 # A user's CPU run of the config: small scenes, narrow heads, a few iterations, no evaluation.
 CPU = ["MODEL.DEVICE", "cpu", "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "128",
        "MODEL.RPN.PRE_NMS_TOPK_TRAIN", "300", "MODEL.RPN.POST_NMS_TOPK_TRAIN", "100",

@@ -7,6 +7,8 @@ import pytest
 
 pytest.importorskip("mmdet")
 
+import torch  # noqa: E402
+
 from mm_ext.train import build_parser, load_config, main  # noqa: E402
 from plugins.recipe import Recipe  # noqa: E402
 from plugins.recipe.plan import epochs_to_steps
@@ -81,6 +83,23 @@ def test_a_step_recipe_becomes_tricks_lr_in_iterations_or_epochs(tmp_path):
     [sched] = cfg.param_scheduler
     assert (sched.schedule, sched.milestones, sched.warmup_steps, sched.by_epoch, sched.end) == (
         "step", [80, 110], 5, False, 120)
+
+
+@pytest.mark.parametrize("text", ["distill_temperature: 5.0\n",  # distillation off: its temperature means nothing
+                                  "distill_teacher: teacher.pth\nmixup_alpha: 0.2\n", "amp: true\n"])
+def test_the_printed_list_of_what_mmengine_does_not_apply_is_the_one_list(tmp_path, capsys, text):
+    from plugins.recipe import not_applied
+
+    (tmp_path / "r.yaml").write_text("schedule: cosine\n" + text)
+    config = str(USER_CONFIGS / "faster-rcnn_timm-r26nd_fpn_1x_coco.py")
+    load_config(build_parser().parse_args([config, "--recipe", str(tmp_path / "r.yaml"), "--work-dir",
+                                           str(tmp_path)]))
+    [line] = [line for line in capsys.readouterr().out.splitlines() if "not applied to MMEngine" in line]
+    listed = line.split("not applied to MMEngine: ")[1]
+    printed = () if listed == "nothing" else tuple(item.split(" (")[0] for item in listed.split(", "))
+    recipe = Recipe.from_yaml(tmp_path / "r.yaml")
+    assert printed == not_applied(recipe, "mmengine", cuda=torch.cuda.is_available())
+    assert ("distill_temperature" in printed) == (recipe.distill_teacher is not None)
 
 
 @pytest.mark.slow

@@ -190,3 +190,57 @@ def test_load_takes_a_preset_or_a_yaml_path_and_says_what_is_accepted(tmp_path):
     (tmp_path / "bad.yaml").write_text("label_smoothin: 0.2\n")
     with pytest.raises(ValueError, match=r"unknown Recipe field\(s\) \['label_smoothin'\]"):
         Recipe.load(str(tmp_path / "bad.yaml"))
+
+
+def test_load_recipe_lays_overrides_over_it_and_names_where_it_came_from(tmp_path):
+    from plugins.recipe import load_recipe
+
+    (tmp_path / "r.yaml").write_text("label_smoothing: 0.2\n")
+    assert load_recipe(tmp_path / "r.yaml") == Recipe(label_smoothing=0.2), "a path object"
+    assert load_recipe("paper", {"epochs": 10}) == Recipe.preset("paper").with_overrides(epochs=10)
+    assert load_recipe("paper", {}) == Recipe.preset("paper")
+    with pytest.raises(ValueError, match=r"^--recipe nope: not a preset nor a file; accepted: one of"):
+        load_recipe("nope", source="--recipe nope")
+    with pytest.raises(ValueError, match=r"^not a preset nor a file"):
+        load_recipe("nope")
+    with pytest.raises(ValueError, match=r"^--recipe paper: Recipe\.epochs must be an integer >= 1, got 0"):
+        load_recipe("paper", {"epochs": 0}, source="--recipe paper")
+    with pytest.raises(ValueError, match=r"^--recipe paper: unknown Recipe field\(s\) \['epoch'\]"):
+        load_recipe("paper", {"epoch": 3}, source="--recipe paper")
+
+
+DETECTION = ("mmengine", "detectron2")
+
+
+@pytest.mark.parametrize("framework", DETECTION)
+def test_not_applied_lists_only_the_fields_that_do_something(framework):
+    from plugins.recipe import not_applied
+
+    config_decides = ("epochs", "batch_size", "variant", "depth")
+    # distillation off: its temperature means nothing, whatever its value
+    assert not_applied(Recipe(distill_temperature=5.0), framework, cuda=False) == config_decides
+    assert not_applied(Recipe(mixup_alpha=0.2), framework, cuda=False) == (*config_decides, "mixup_alpha")
+    assert not_applied(Recipe(distill_teacher="teacher.pth"), framework, cuda=False) == (
+        *config_decides, "distill_teacher", "distill_temperature")
+    assert not_applied(Recipe(amp=True), framework, cuda=False) == (*config_decides, "amp")
+    assert not_applied(Recipe(amp=True), framework, cuda=True) == config_decides, "AMP with CUDA is applied"
+
+
+def test_not_applied_is_one_list_for_every_detection_framework_and_timm_applies_all_but_detection_mixup():
+    from plugins.recipe import FRAMEWORKS, not_applied
+
+    recipes = [Recipe.preset(name) for name in Recipe.available_presets()]
+    recipes += [Recipe(distill_teacher="t", mixup_alpha=0.4, amp=True), Recipe(distill_temperature=2.0)]
+    for recipe in recipes:
+        for cuda in (False, True):
+            lists = {framework: not_applied(recipe, framework, cuda=cuda) for framework in DETECTION}
+            assert len(set(lists.values())) == 1, (recipe, lists)
+            assert not_applied(recipe, "timm", cuda=cuda) == (), "tricks-train applies every classification field"
+    detection = Recipe(det_mixup_alpha=1.5, det_mixup_fixed_ratio=0.5)
+    assert not_applied(detection, "timm") == ("det_mixup_alpha", "det_mixup_stop_fraction", "det_mixup_fixed_ratio")
+    assert "det_mixup_alpha" not in not_applied(detection, "detectron2"), "the detectors apply it"
+    assert set(FRAMEWORKS) == {"timm", *DETECTION}
+    with pytest.raises(ValueError, match=r"framework must be one of \('timm', 'mmengine', 'detectron2'\), got 'mmdet'"):
+        not_applied(Recipe(), "mmdet")
+    with pytest.raises(TypeError, match="recipe must be a plugins.recipe.Recipe, got dict"):
+        not_applied(Recipe().to_dict(), "timm")

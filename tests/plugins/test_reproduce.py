@@ -252,12 +252,12 @@ def test_transfer_runs_vary_the_detector_seed_over_the_first_seeds_backbones(tmp
 
 
 def test_classification_stages_resume_and_students_depend_on_their_teacher(tmp_path):
-    # A classification stage interrupted mid-run must resume from its last.pth, and a distillation student's
+    # A classification stage interrupted mid-run must resume from timm's last.pth.tar, and a distillation student's
     # cache key must follow its teacher (a retrained teacher reruns the students).
     stages = {s.name: s for s in build_stages(get_preset("full"), tmp_path)}
     cls = [s for n, s in stages.items() if n.startswith("cls-")]
-    assert cls and all(s.resume_argv == ["--resume", "{out}/last.pth"] and s.resume_marker == "last.pth"
-                       for s in cls)
+    assert cls and all(s.resume_argv == ["--resume", "{out}/train/last.pth.tar"]
+                       and s.resume_marker == "train/last.pth.tar" for s in cls)
     for seed in (0, 1, 2):
         for student in (f"cls-distillation-s{seed}", f"cls-distillation-mixup-s{seed}"):
             assert stages[student].deps == [f"cls-teacher-s{seed}"]
@@ -293,3 +293,21 @@ def test_transfer_stages_give_every_adapter_the_same_recipe_file(tmp_path, prese
     assert det.scaled_lr() == seg.scaled_lr() == p.transfer_lr
 
 
+
+
+def test_stage_keys_follow_the_code_not_its_docstrings_comments_or_wrapping(tmp_path, monkeypatch):
+    from plugins.reproduce import pipeline
+
+    package = tmp_path / "pkg"
+    package.mkdir()
+    module = package / "m.py"
+    monkeypatch.setattr(pipeline, "_PROJECT_ROOT", tmp_path)
+    module.write_text('"""Doc."""\n\n\ndef f(x):\n    """Twice x."""\n    return 2 * x  # double\n')
+    first = pipeline.source_hash("pkg")
+    module.write_text('"""Doc,\nrewrapped."""\n\n\ndef f(x):\n    """Twice\n    x."""\n    return (2\n            * x)\n')
+    assert pipeline.source_hash("pkg") == first
+    module.write_text('"""Doc."""\n\n\ndef f(x):\n    """Twice x."""\n    return 3 * x\n')
+    changed = pipeline.source_hash("pkg")
+    assert changed != first
+    (package / "r.yaml").write_text("a: 1\n")  # a shipped config counts byte for byte
+    assert pipeline.source_hash("pkg") != changed

@@ -22,8 +22,8 @@ def test_report_tables_show_deltas_and_seed_spread(tmp_path):
     write_report(tmp_path, p, results, {"command": "cmd", "machine": "m", "wall_time": "1 min"})
     md = (tmp_path / "report.md").read_text()
     # rows differ by 1.0 on every seed; seeds 0, 1, 2 give a standard deviation of 1.0
-    assert "| + cosine | 83.00 ± 1.00 | +1.00 ± 0.00 (3/3) | 77.91 | +0.75 |" in md
-    assert "| B-standard | 81.00 ± 1.00 |  | 75.30 |  |" in md
+    assert "| + cosine | 83.00 ± 1.00 | +1.00 ± 0.00 (3/3) | D-efficient | 77.91 | +0.75 |" in md
+    assert "| B-standard | 81.00 ± 1.00 |  |  | 75.30 |  |" in md
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["tables"]["stacked"]["D-efficient"]["top1"] == [81.0, 82.0, 83.0]
     assert (tmp_path / "bars_stacked.png").stat().st_size > 1000
@@ -39,9 +39,9 @@ def test_report_deltas_are_paired_over_seeds(tmp_path):
     write_report(tmp_path, p, results, {"command": "cmd", "machine": "m", "wall_time": "1 min"})
     md = (tmp_path / "report.md").read_text()
     # B - A per seed: +0.5, +1.0, -0.5 -> mean 0.333, sd 0.764, two of three seeds positive
-    assert "| B | 81.33 ± 0.76 | +0.33 ± 0.76 (2/3) |" in md
-    assert "| C | 81.33 ± 0.76 | +0.00 ± 0.00 (0/3) |" in md, "no difference agrees with no sign"
-    assert "| D | 85.00 ± 0.00 | +3.67 ± 0.76 (3/3) |" in md
+    assert "| B | 81.33 ± 0.76 | +0.33 ± 0.76 (2/3) | A |" in md
+    assert "| C | 81.33 ± 0.76 | +0.00 ± 0.00 (0/3) | B |" in md, "no difference agrees with no sign"
+    assert "| D | 85.00 ± 0.00 | +3.67 ± 0.76 (3/3) | C |" in md
     assert "paired over those seeds" in md, "transfer rows say what their spread is over"
 
 
@@ -56,7 +56,7 @@ def test_report_only_rewrites_the_report_from_results_json(tmp_path, capsys):
     (tmp_path / "report.md").write_text("stale")
     assert main(["--preset", "quick", "--out", str(tmp_path), "--report-only"]) == 0
     md = (tmp_path / "report.md").read_text()
-    assert "Wall time: 17.7 min" in md and "| D | 83.00 | +1.00 |" in md
+    assert "Wall time: 17.7 min" in md and "| D | 83.00 | +1.00 | C |" in md
     assert not (tmp_path / "stages").exists() and not (tmp_path / "recipes").exists(), "nothing ran"
     # a results.json of other sizes, or none, is refused with a one-line error naming the option
     assert main(["--preset", "full", "--out", str(tmp_path), "--report-only"]) == 2
@@ -101,8 +101,8 @@ def test_report_has_the_efficient_training_table_and_the_random_control(tmp_path
     md = (tmp_path / "report.md").read_text()
     assert "| baseline | float32, batch 32, step decay, no tricks | 500.00 ± 0.00 | 81.00 ± 1.00 | 13.3 | 75.87 |" in md
     assert "bfloat16 autocast + channels_last" in md and "efficient / baseline = 1.80x" in md
-    assert "| random init (D) | 6.00 ± 1.00 | 10.00 ± 0.00 |  |" in md
-    assert "| B-standard | 32.00 ± 2.00 | 60.00 ± 0.00 | +26.00 ± 1.00 (3/3) | 77.54 |" in md
+    assert "| random init (D) | 6.00 ± 1.00 | 10.00 ± 0.00 |  |  |" in md
+    assert "| B-standard | 32.00 ± 2.00 | 60.00 ± 0.00 | +26.00 ± 1.00 (3/3) | random init (D) | 77.54 |" in md
 
 
 def test_spearman_against_hand_values():
@@ -143,8 +143,9 @@ def test_report_sets_transfer_against_top1_with_ranks(tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert "| + cosine | 62.00 | 12.10 | 13.00 | 28.00 |" in md  # top-1 of seed 0; means over detector seeds
     # the segmentation table's Δ is of mIoU (pixel accuracy is flat here), and so is the paper's
-    assert "Δ mIoU vs previous row" in md
-    assert "| D-efficient | 80.00 ± 0.00 | 29.00 ± 0.00 | -1.00 ± 0.00 (3/3) | 78.88 / 38.88 | +1.83 |" in md
+    assert "| Δ mIoU | vs |" in md
+    assert ("| D-efficient | 80.00 ± 0.00 | 29.00 ± 0.00 | -1.00 ± 0.00 (3/3) | B-standard | 78.88 / 38.88 | +1.83 |"
+            in md)
     assert "MMDet mAP ρ = +1.00, Detectron2 AP ρ = +1.00, FCN mIoU ρ = -1.00" in md
     # the paper: top-1 ranks 1..5 in row order, mIoU ranks (1, 4, 5, 2, 3): sum d^2 = 16, 1 - 6*16/120 = +0.20
     assert "(the paper's same rows: +1.00, +1.00, +0.20)" in md
@@ -162,3 +163,22 @@ def test_report_names_the_commit_the_stages_ran_at(tmp_path):
     commit = source_commit()  # this checkout: a short hash, perhaps with "+ uncommitted changes"
     assert commit is None or len(commit.split()[0]) >= 7
 
+
+
+def test_stacked_deltas_are_against_the_row_each_adds_one_trick_to(tmp_path):
+    """"+ mixup" is label smoothing's row plus mixup (no teacher): its Δ, and the paper's, are against
+    "+ label smoothing", not the distillation row above it; "+ distillation + mixup" is against "+ mixup"."""
+    p = get_preset("full")
+    top1 = {"B-standard": 70.0, "D-efficient": 71.0, "+ cosine": 72.0, "+ label smoothing": 73.0,
+            "+ distillation": 75.0, "+ mixup": 72.5, "+ distillation + mixup": 74.0}
+    results = {}
+    for i, s in enumerate(p.seeds):
+        for r, v in top1.items():
+            results[cls_stage_name(r, s)] = {"val_top1": v + 0.1 * i, "curve": [v]}
+        for v in TWEAK_ROWS:
+            results.setdefault(f"cls-tweak-{v}-s{s}", {"val_top1": 71.0 + 0.1 * i})
+    write_report(tmp_path, p, results, {"command": "c", "machine": "m", "wall_time": "1 min"})
+    md = (tmp_path / "report.md").read_text()
+    assert "| + mixup | 72.60 ± 0.10 | -0.50 ± 0.00 (3/3) | + label smoothing | 79.15 | +0.84 |" in md
+    assert "| + distillation | 75.10 ± 0.10 | +2.00 ± 0.00 (3/3) | + label smoothing | 78.67 | +0.36 |" in md
+    assert ("| + distillation + mixup | 74.10 ± 0.10 | +1.50 ± 0.00 (3/3) | + mixup | 79.29 | +0.14 |" in md)

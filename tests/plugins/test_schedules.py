@@ -1,7 +1,5 @@
-import importlib
 import io
 import math
-import sys
 import warnings
 
 import pytest
@@ -213,20 +211,6 @@ def test_lr_schedule_is_validated_once_and_clamps_past_the_end():
             LrSchedule(**kwargs)
     with pytest.raises(TypeError, match="LrSchedule"):
         ScheduleLR(_optimizer(), 10)
-
-
-@pytest.mark.parametrize("name", ["WarmupCosineLR", "WarmupStepLR"])
-def test_first_release_torch_schedulers_still_import_with_a_deprecation_warning(name):
-    sys.modules.pop("plugins.schedules", None)
-    with pytest.warns(DeprecationWarning, match="plugins.schedules is deprecated"):
-        schedules = importlib.import_module("plugins.schedules")  # the first release's path
-    with pytest.warns(DeprecationWarning, match=f"plugins.schedules.{name} is deprecated"):
-        old = getattr(schedules, name)
-    args = (10, 2, 0.1) if name == "WarmupCosineLR" else (10, 2, (5,))
-    optimizer = _optimizer()
-    assert isinstance(old(optimizer, *args), ScheduleLR)
-    with pytest.raises(AttributeError):
-        schedules.FactorLR  # noqa: B018 (removed: torch's LambdaLR binds any function)
 
 
 def test_epochs_to_steps_is_the_one_conversion_and_pins_its_rounding():

@@ -77,35 +77,45 @@ def _state_hash(module) -> str:
 
 
 def run_timm(argv: list[str]) -> int:
-    from timm_ext import _recipe_run, train
+    from timm_ext import _timm_run, train
 
-    build_optimizer, step_call = _recipe_run.build_optimizer, train.TrainStep.__call__
+    build_optimizer, build_task = _timm_run.build_optimizer, _timm_run.build_task
+    seen = {}
 
-    def recording_build_optimizer(model, *args, **kwargs):
-        optimizer = build_optimizer(model, *args, **kwargs)
+    def recording_build_optimizer(args, model):
+        optimizer = build_optimizer(args, model)
         RECORD["groups"] = _groups(optimizer, model)
         _count_batch(model)
+        seen["optimizer"] = optimizer
         return optimizer
 
-    def recording_call(self, images, targets):
-        if self.teacher is not None and "teacher_hash_before" not in RECORD["wrapped"]:
-            RECORD["wrapped"]["teacher_hash_before"] = _state_hash(self.teacher)
-        RECORD["lrs"].append([g["lr"] for g in self.optimizer.param_groups])
-        loss = step_call(self, images, targets)
-        RECORD["losses"].append(float(loss))
-        RECORD["wrapped"]["model"] = type(self.model).__name__
-        if self.teacher is not None:
-            params = list(self.teacher.parameters())
-            RECORD["wrapped"].update(
-                teacher=type(self.teacher).__name__,
-                teacher_requires_grad=any(p.requires_grad for p in params),
-                teacher_got_grad=RECORD["wrapped"].get("teacher_got_grad", False)
-                or any(p.grad is not None for p in params),
-                teacher_hash_after=_state_hash(self.teacher),
-            )
-        return loss
+    def recording_build_task(*args, **kwargs):
+        task = build_task(*args, **kwargs)
+        forward = task.forward
+        teacher = getattr(getattr(task, "teacher", None), "model", None)
 
-    _recipe_run.build_optimizer, train.TrainStep.__call__ = recording_build_optimizer, recording_call
+        def recording_forward(inputs, target):
+            if teacher is not None and "teacher_hash_before" not in RECORD["wrapped"]:
+                RECORD["wrapped"]["teacher_hash_before"] = _state_hash(teacher)
+            RECORD["lrs"].append([g["lr"] for g in seen["optimizer"].param_groups])
+            out = forward(inputs, target)
+            RECORD["losses"].append(float(out["loss"]))
+            RECORD["wrapped"]["model"] = type(task.get_trainable_module()).__name__
+            if teacher is not None:
+                params = list(teacher.parameters())
+                RECORD["wrapped"].update(
+                    teacher=type(task.teacher).__name__,
+                    teacher_requires_grad=any(p.requires_grad for p in params),
+                    teacher_got_grad=RECORD["wrapped"].get("teacher_got_grad", False)
+                    or any(p.grad is not None for p in params),
+                    teacher_hash_after=_state_hash(teacher),
+                )
+            return out
+
+        task.forward = recording_forward
+        return task
+
+    _timm_run.build_optimizer, _timm_run.build_task = recording_build_optimizer, recording_build_task
     return train.main(argv)
 
 

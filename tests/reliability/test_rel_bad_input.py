@@ -46,8 +46,9 @@ TOOLS = {
 FRAMEWORK = {"tricks-train": "timm", "tricks-validate": "timm", "mm_ext.train": "mmdet",
              "d2_ext.train_net": "detectron2"}
 
-TIMM_RUN = ["--model", "tricks_resnet26nd", "--recipe", "paper", "--no-amp", "--epochs", "2", "--warmup-epochs",
-            "0.5", "-b", "16", "--train-subset", "64", "--val-subset", "16", "--seed", "0", "--no-progress"]
+TIMM_RUN = ["--dataset", "fashion_mnist", "--model", "tricks_resnet26nd", "--recipe", "paper", "--no-amp", "--epochs",
+            "2", "--warmup-epochs", "0.5", "-b", "16", "--train-subset", "64", "--val-subset", "16", "--seed", "0",
+            "--scale", "1", "1", "--ratio", "1", "1", "--color-jitter", "0", "--no-progress"]
 MM_DET = "mm_ext/configs/faster-rcnn_timm-r26nd_fpn_tricks_fashion-scenes.py"
 MM_SEG = "mm_ext/configs/fcn_timm-r26nd-d8_tricks_fashion-scenes.py"
 D2_YAML = "d2_ext/configs/faster_rcnn_timm_R_26n_D_FPN_tricks_fashion_scenes.yaml"
@@ -214,7 +215,7 @@ def _reshape_stem(state: dict) -> None:
 
 
 def _run_with_truncated_last(ctx: Ctx) -> Path:
-    ctx.truncated(ctx.run_folder() / "last.pth")
+    ctx.truncated(ctx.run_folder() / "last.pth.tar")
     return ctx.run_folder()
 
 
@@ -230,7 +231,7 @@ def _existing_d2_output(ctx: Ctx) -> Path:
 def _existing_mm_work_dir(ctx: Ctx) -> Path:
     work_dir = ctx.tmp / "work"
     work_dir.mkdir()
-    shutil.copyfile(ctx.run_folder() / "last.pth", work_dir / "iter_2.pth")
+    shutil.copyfile(ctx.run_folder() / "last.pth.tar", work_dir / "iter_2.pth")
     ctx.truncated(work_dir / "iter_2.pth")
     (work_dir / "last_checkpoint").write_text(str(work_dir / "iter_2.pth"))
     (work_dir / "lr_per_step.csv").write_text("step,lr_group0,lr_group1\n1,0.005,0.005\n2,0.01,0.01\n")
@@ -252,7 +253,7 @@ def _in_run(path: str) -> Callable[[Ctx], str]:
     return lambda ctx: str(ctx.run_folder() / path)
 
 
-_RUN_OUTPUT = ("--output", _in_run(""))
+_RUN_OUTPUT = ("--output", lambda ctx: str(ctx.run_folder().parent), "--experiment", "run")
 
 CASES = [
     # ---- timm_ext.train: recipe yaml and flags ----
@@ -272,10 +273,10 @@ CASES = [
          Command("tricks-train", lambda ctx: ["--recipe", str(ctx.yaml("r.yaml", "label_smoothing: -0.1\n"))])),
     Case("timm-eps-one", "`--smoothing 1.0` (eps outside [0, 1))", r"argument --smoothing: must be in \[0, 1\), got 1\.0",
          Command("tricks-train", lambda ctx: ["--smoothing", "1.0"])),
-    Case("timm-warmup-longer-than-training", "`--epochs 2 --warmup-epochs 3`",
-         r"--warmup-epochs 3\.0 --epochs 2: Recipe\.warmup_epochs must be a number in \[0\.0, 2\], got 3\.0",
-         Command("tricks-train", lambda ctx: ["--recipe", "baseline", "--epochs", "2", "--warmup-epochs", "3",
-                                              "--decay-milestones", "1"])),
+    Case("timm-fractional-warmup-on-timms-schedule", "`--sched cosine --warmup-epochs 0.5`",
+         r"argument --warmup-epochs: timm's --sched cosine takes whole epochs, got 0\.5 \(a fractional warmup runs "
+         r"with --sched tricks_cosine",
+         Command("tricks-train", lambda ctx: ["--sched", "cosine", "--warmup-epochs", "0.5"])),
     Case("timm-negative-lr", "`--lr -0.1`", r"argument --lr: must be in \(0, inf\), got -0\.1",
          Command("tricks-train", lambda ctx: ["--lr", "-0.1"])),
     Case("timm-batch-zero", "`-b 0`", r"argument -b/--batch-size: must be in \[1, inf\), got 0",
@@ -283,48 +284,55 @@ CASES = [
     Case("timm-run-naflex", "timm's `--naflex-loader` (a timm feature tricks-train does not run)",
          r"--naflex-loader: the NaFlex loader \(variable-resolution ViTs\) is not wired into tricks-train",
          Command("tricks-train", lambda ctx: ["--dataset", "fashion_mnist", "--naflex-loader"])),
-    Case("timm-run-recipe-with-timm-only-flag", "`--recipe paper --aa rand-m9` (a timm flag the recipe engine "
-         "does not apply)", r"--aa: not applied by --recipe runs",
-         Command("tricks-train", lambda ctx: ["--recipe", "paper", "--aa", "rand-m9"])),
+    Case("timm-unknown-sched", "`--recipe paper --sched linear` (no such schedule)",
+         r"argument --sched: unknown schedule 'linear'; accepted: timm's cosine, .* tricks_cosine, tricks_step",
+         Command("tricks-train", lambda ctx: ["--recipe", "paper", "--sched", "linear"])),
     Case("timm-image-folder-without-images", "`--data-dir` whose class folders hold no image files",
          r"data dir \S+ \(--train-split 'train', --val-split 'validation'\): Found 0 images in subfolders of "
          r"\S+/train\. Supported image extensions are",
          Command("tricks-train", lambda ctx: ["--data-dir", str(_non_image_folder(ctx)), "--output",
                                               str(ctx.tmp / "out")])),
     # ---- timm_ext.train: checkpoints, in an existing run folder ----
-    Case("timm-resume-truncated", "`--resume last.pth` cut in half (in the run's folder)",
-         r"--resume \S+last\.pth: cannot read checkpoint \S+: truncated, damaged or not a torch file",
-         _train(*_RUN_OUTPUT, "--resume", _in_run("last.pth")), folder=_run_with_truncated_last),
-    Case("timm-resume-other-model", "`--resume last.pth` of tricks_resnet26nd with `--model tricks_resnet26nb`",
-         r"--resume \S+last\.pth: it does not fit this command's model",
-         _train("--model", "tricks_resnet26nb", *_RUN_OUTPUT, "--resume", _in_run("last.pth")),
+    Case("timm-resume-truncated", "`--resume last.pth.tar` cut in half (in the run's folder)",
+         r"--resume \S+last\.pth\.tar: cannot read checkpoint \S+: truncated, damaged or not a torch file",
+         _train(*_RUN_OUTPUT, "--resume", _in_run("last.pth.tar")), folder=_run_with_truncated_last),
+    Case("timm-resume-other-model", "`--resume last.pth.tar` of tricks_resnet26nd with `--model tricks_resnet26nb`",
+         r"--resume \S+last\.pth\.tar: a checkpoint of --model tricks_resnet26nd, this run trains --model "
+         r"tricks_resnet26nb",
+         _train("--model", "tricks_resnet26nb", *_RUN_OUTPUT, "--resume", _in_run("last.pth.tar")),
          folder=Ctx.run_folder),
+    Case("timm-resume-other-batch", "`--resume last.pth.tar` with `-b 8` (other positions in the epoch)",
+         r"--resume \S+last\.pth\.tar: the checkpoint ran 4 updates per epoch, this command 8",
+         _train(*_RUN_OUTPUT, "-b", "8", "--resume", _in_run("last.pth.tar")), folder=Ctx.run_folder),
     Case("timm-resume-pickle-payload", "`--resume` a pickle that would call `open()` when loaded",
          r"--resume \S+: refused to load \S+: it holds objects that weights_only loading does not allow "
          r"\(.*GLOBAL (builtins|io)\.open.*\); nothing in it was run",
          _train(*_RUN_OUTPUT, "--resume", lambda ctx: str(ctx.payload()), subprocess=True),
          folder=Ctx.run_folder, check=_payload_did_not_run),
     Case("timm-kd-teacher-is-a-backbone", "`--kd-teacher backbone.pth` (no classifier)",
-         r"--kd-teacher \S+backbone\.pth: a backbone\.pth has no classifier; use last\.pth or best\.pth",
+         r"--kd-teacher \S+backbone\.pth: a backbone\.pth has no classifier; use model_best\.pth\.tar or "
+         r"last\.pth\.tar",
          _train(*_RUN_OUTPUT, "--kd-teacher", _in_run("backbone.pth")), folder=Ctx.run_folder),
-    Case("timm-non-finite-loss", "`--resume last.pth --epochs 3 --lr 1e30`: the loss overflows",
-         r"non-finite loss at update \d+: training stopped; last\.pth \(after update 8\) keeps the last good state",
-         _train(*_RUN_OUTPUT, "--resume", _in_run("last.pth"), "--epochs", "3", "--lr", "1e30", "--log-interval", "1"),
+    Case("timm-non-finite-loss", "`--resume last.pth.tar --epochs 3 --lr 1e30`: the loss overflows",
+         r"non-finite loss \(\S+\) at update (9|10) \(epoch 2, batch \d\): training stopped; \S+last\.pth\.tar keeps "
+         r"the last good state",
+         _train(*_RUN_OUTPUT, "--resume", _in_run("last.pth.tar"), "--epochs", "3", "--lr", "1e30"),
          folder=Ctx.run_folder),
     # ---- timm_ext.validate ----
-    Case("validate-checkpoint-of-another-model", "`--checkpoint last.pth --model tricks_resnet26nb`",
-         r"--checkpoint \S+last\.pth: weights do not fit tricks_resnet26nb",
-         Command("tricks-validate", lambda ctx: ["--checkpoint", str(ctx.run_folder() / "last.pth"), "--model",
+    Case("validate-checkpoint-of-another-model", "`--checkpoint last.pth.tar --model tricks_resnet26nb`",
+         r"--checkpoint \S+last\.pth\.tar: weights do not fit tricks_resnet26nb",
+         Command("tricks-validate", lambda ctx: ["--checkpoint", str(ctx.run_folder() / "last.pth.tar"), "--model",
                                                  "tricks_resnet26nb"]), folder=Ctx.run_folder),
     Case("validate-truncated-checkpoint", "`--checkpoint` cut in half",
          r"--checkpoint \S+: cannot read checkpoint \S+: truncated, damaged or not a torch file",
-         Command("tricks-validate", lambda ctx: ["--checkpoint", str(ctx.truncated(ctx.run_folder() / "best.pth"))])),
+         Command("tricks-validate", lambda ctx: ["--checkpoint",
+                                                 str(ctx.truncated(ctx.run_folder() / "model_best.pth.tar"))])),
     Case("validate-missing-dataset", "`FASHION_MNIST_DIR` pointing to an empty folder",
          r"--dataset fashion_mnist: Fashion-MNIST file \S+ not found\. Install the dataset",
-         Command("tricks-validate", lambda ctx: ["--checkpoint", str(ctx.run_folder() / "last.pth")],
+         Command("tricks-validate", lambda ctx: ["--checkpoint", str(ctx.run_folder() / "last.pth.tar")],
                  env=lambda ctx: {"FASHION_MNIST_DIR": str(ctx.empty_dir())}), folder=Ctx.run_folder),
     Case("validate-batch-zero", "`--batch-size 0`", r"--batch-size 0: must be an integer >= 1",
-         Command("tricks-validate", lambda ctx: ["--checkpoint", str(ctx.run_folder() / "last.pth"), "-b", "0"])),
+         Command("tricks-validate", lambda ctx: ["--checkpoint", str(ctx.run_folder() / "last.pth.tar"), "-b", "0"])),
     # ---- mm_ext.train: mm configs and checkpoints ----
     Case("mm-unknown-scheduler", "`--cfg-options param_scheduler.0.type=WarmupCosineLRR` (unknown trick)",
          r"'?WarmupCosineLRR is not in the .* registry",
@@ -487,14 +495,15 @@ def _snapshot(folder: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def timm_run(tmp_path_factory, fashion_mnist):
-    """A finished ``tricks-train`` run of ``TIMM_RUN`` (8 updates): last.pth, best.pth, backbone.pth, csvs."""
+    """A finished ``tricks-train`` run of ``TIMM_RUN`` (8 updates): timm's files, backbone.pth, csvs."""
     pytest.importorskip("timm")
     from timm_ext import train
 
     output = tmp_path_factory.mktemp("timm_run")
     with contextlib.redirect_stdout(io.StringIO()):
-        assert train.main([*TIMM_RUN, "--output", str(output)]) == 0
-    return output
+        assert train.main([*TIMM_RUN, "--output", str(output), "--experiment", "run", "--export-backbone",
+                           str(output / "run" / "backbone.pth")]) == 0
+    return output / "run"
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
@@ -561,10 +570,10 @@ def render_reliability_doc() -> str:
         "",
         "| adapter | what is killed | why the resume is exact |",
         "|---|---|---|",
-        "| `timm_ext.train --resume last.pth` | paper recipe + distillation + 2 micro-batches per update, after the "
-        "checkpoint of update 5 of 8 (`--checkpoint-interval`) | the checkpoint holds the position in the epoch, "
-        "optimizer, scheduler, scaler and torch random state; data order, flips and mixup are functions of "
-        "(seed, epoch, update) |",
+        "| `timm_ext.train --resume recovery-1-0.pth.tar` | paper recipe + distillation + 2 micro-batches per "
+        "update on timm's loop, after timm's recovery checkpoint of update 5 of 8 (`--recovery-interval 1`) | "
+        "timm's checkpoint also holds the position in the epoch and the torch, NumPy and Python random streams; "
+        "data order and flips are functions of (seed, epoch), mixup of (seed, epoch, batch) |",
         "| `mm_ext.train --resume` (mmdet Faster R-CNN, mmseg FCN) | 6 iterations, checkpoint every 2, after the "
         "checkpoint of iteration 4 (mmdet) / 2 (mmseg) | MMEngine skips the trained batches (same data order "
         "and numpy pipeline draws with a fixed `randomness.seed` and `num_workers=0`); `RandomStateHook` puts "

@@ -7,8 +7,9 @@ has reached by then); then it resumes the killed run with the command's own resu
 a fixed seed and one thread, the resumed run must end with bit-identical weights and optimizer state, and
 write the same ``lr_per_step.csv`` (every row, so every update after the resume point used the same lr).
 
-What makes each resume exact (see each adapter's docstring): timm_ext checkpoints the position in the epoch
-and the torch random stream, and draws data order, flips and mixup from ``(seed, epoch, update)``. MMEngine
+What makes each resume exact (see each adapter's docstring): timm_ext's recovery checkpoints (timm's) hold the
+position in the epoch and the random streams, and data order, flips and mixup are drawn from ``(seed, epoch,
+batch)``. MMEngine
 skips the trained batches on resume; ``mm_ext.RandomStateHook`` carries the torch stream (dropout, RPN/RoI
 sampling) through the checkpoint. Detectron2 v0.6 checkpoints no optimizer state and restarts its data
 stream; ``d2_ext.Trainer`` adds the optimizer and random streams to the checkpoint and skips the trained
@@ -74,29 +75,36 @@ def _checkpoint_after(path: Path, minimum: int, key) -> callable:
 
 def test_timm_ext_train_resumes_exactly_with_distillation_and_accumulation(tmp_path, fashion_mnist, teacher):
     """Paper recipe (cosine + warmup, smoothing, mixup, no bias decay, zero gamma), a distillation teacher and
-    2 micro-batches per update; killed after the checkpoint of update 5 (mid-epoch 2 of 2), resumed."""
-    argv = ["-m", "timm_ext.train", "--model", "tricks_resnet26nd", "--recipe", "paper", "--no-amp", "--epochs", "2",
-            "--warmup-epochs", "0.5", "-b", "16", "--grad-accum-steps", "2", "--train-subset", "128",
-            "--val-subset", "32", "--seed", "5", "--no-progress", "--checkpoint-interval", "5",
-            "--kd-teacher", str(teacher), "--kd-model", "tricks_resnet18d"]
+    2 micro-batches per update on timm's loop; killed after the recovery checkpoint of update 5 (mid-epoch 2 of
+    2), resumed from it."""
+    from timm_ext._timm_setup import load_train_checkpoint
+
+    argv = ["-m", "timm_ext.train", "--dataset", "fashion_mnist", "--model", "tricks_resnet26nd", "--recipe", "paper",
+            "--no-amp", "--epochs", "2", "--warmup-epochs", "0.5", "-b", "8", "--grad-accum-steps", "2",
+            "--train-subset", "64", "--val-subset", "32", "--seed", "5", "--scale", "1", "1", "--ratio", "1", "1",
+            "--color-jitter", "0", "--recovery-interval", "1", "--kd-teacher", str(teacher), "--kd-model",
+            "tricks_resnet18d", "--experiment", "run"]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     reference = _start([*argv, "--output", str(straight)], tmp_path)
     victim = _start([*argv, "--output", str(killed)], tmp_path)
-    kill_when(victim, _checkpoint_after(killed / "last.pth", 5, lambda c: c["global_step"]), "the update-5 checkpoint")
+    recovery = killed / "run" / "recovery-1-0.pth.tar"  # update 5: the first of the second epoch's 4
+    kill_when(victim, lambda: recovery.exists(), "the update-5 recovery checkpoint")
     _finish(reference, "the uninterrupted run")
-    interrupted = torch.load(killed / "last.pth", weights_only=True)
-    assert interrupted["global_step"] < 8, "the run finished before it was killed"
-    resumed = _start([*argv, "--output", str(killed), "--resume", str(killed / "last.pth")], tmp_path, **WEIGHTS_ONLY)
+    found = sorted((killed / "run").glob("recovery-1-*.pth.tar"))
+    assert found, "no recovery checkpoint of the second epoch"
+    resume_from = found[-1]
+    position = load_train_checkpoint(str(resume_from), "--resume")["tricks_position"]
+    assert position["epoch"] == 1 and 0 < position["next_batch"] < 8, "the run finished before it was killed"
+    resumed = _start([*argv, "--output", str(killed), "--resume", str(resume_from)], tmp_path, **WEIGHTS_ONLY)
     _finish(resumed, "the resumed run")
 
-    where = f"resumed after update {interrupted['global_step']}"
-    expected, actual = (torch.load(d / "last.pth", weights_only=True) for d in (straight, killed))
-    assert actual["global_step"] == expected["global_step"] == 8
-    _assert_same_tensors(expected["model"], actual["model"], f"weights ({where})")
+    where = f"resumed at epoch 1, batch {position['next_batch']}"
+    expected, actual = (load_train_checkpoint(str(d / "run" / "last.pth.tar"), "--resume") for d in (straight, killed))
+    _assert_same_tensors(expected["state_dict"], actual["state_dict"], f"weights ({where})")
     _assert_same_tensors(_optimizer_state(expected["optimizer"]), _optimizer_state(actual["optimizer"]),
                          f"momentum ({where})")
-    assert [h["val_top1"] for h in actual["history"]] == [h["val_top1"] for h in expected["history"]], where
-    assert (killed / "lr_per_step.csv").read_text() == (straight / "lr_per_step.csv").read_text(), where
+    assert expected["metric"] == actual["metric"], where
+    assert (killed / "run" / "lr_per_step.csv").read_text() == (straight / "run" / "lr_per_step.csv").read_text(), where
 
 
 MM_CONFIGS = {

@@ -67,7 +67,7 @@ def test_widened_flags_accept_every_timm_value_and_timms_run_refuses_the_rest(ca
     args, _, _ = cli.parse_args(["--warmup-epochs", "3"])
     assert args.warmup_epochs == 3
     assert train_cmd.main(["--dataset", "fashion_mnist", "--warmup-epochs", "0.5"]) == 2
-    assert "argument --warmup-epochs: timm's run takes whole epochs, got 0.5" in capsys.readouterr().err
+    assert "argument --warmup-epochs: timm's --sched cosine takes whole epochs, got 0.5" in capsys.readouterr().err
 
 
 def test_a_timm_command_line_parses_to_timms_values_and_c_repeats_it(tmp_path):
@@ -128,7 +128,8 @@ def test_timm_command_line_trains_with_timms_outputs_and_resumes(tmp_path):
     assert (args["aa"], args["reprob"], args["cutmix"], args["model_ema"], args["opt"]) == (
         "rand-m9-mstd0.5", 0.25, 1.0, True, "lamb")
     rows = list(csv.reader(open(run / "summary.csv")))
-    assert rows[0] == TIMM_SUMMARY_COLUMNS and [r[0] for r in rows[1:]] == ["0", "1"]
+    assert rows[0] == [*TIMM_SUMMARY_COLUMNS, "images_per_s", "epoch_time"]  # timm's, then ours appended
+    assert [r[0] for r in rows[1:]] == ["0", "1"]
     with torch.serialization.safe_globals([argparse.Namespace]):
         ckpt = torch.load(run / "last.pth.tar", weights_only=True)
     assert {"state_dict", "state_dict_ema", "optimizer", "epoch", "args"} <= set(ckpt) and ckpt["epoch"] == 1
@@ -139,7 +140,7 @@ def test_timm_command_line_trains_with_timms_outputs_and_resumes(tmp_path):
 
     assert train_cmd.main([*line, "--epochs", "3", "--resume", str(run / "last.pth.tar")]) == 0
     rows = list(csv.reader(open(run / "summary.csv")))
-    assert rows[0] == TIMM_SUMMARY_COLUMNS and [r[0] for r in rows[1:]] == ["0", "1", "2"]
+    assert rows[0][:6] == TIMM_SUMMARY_COLUMNS and [r[0] for r in rows[1:]] == ["0", "1", "2"]
     assert (run / "checkpoint-2.pth.tar").is_file()
     assert len(list(csv.DictReader(open(run / "lr_per_step.csv")))) == 18
 
@@ -148,8 +149,8 @@ def test_timm_command_line_trains_with_timms_outputs_and_resumes(tmp_path):
     (["--smoothing", "abc"], "--smoothing: invalid float value: 'abc'"),
     (["--naflex-loader"], "--naflex-loader: the NaFlex loader"),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
-    (["--recipe", "paper", "--aa", "rand-m9"], "--aa: not applied by --recipe runs"),
-    (["--kd-teacher", "x.pth"], "--kd-teacher: applies to --recipe runs only"),
+    (["--sched", "linear"], "--sched: unknown schedule 'linear'"),
+    (["--kd-teacher", "x.pth"], "--kd-teacher x.pth: checkpoint not found"),
 ])
 def test_bad_flags_exit_2_naming_the_flag_and_keep_earlier_outputs(tmp_path, capsys, argv, expected):
     run = tmp_path / "output" / "run"
@@ -253,4 +254,6 @@ def test_recipe_paper_on_the_same_image_folder_runs_the_papers_curve(tmp_path, c
     assert len(rows) == 2 * steps_per_epoch
     for row in rows:  # the closed form of every update, first included, to the last bit
         assert float(row["lr_group0"]) == recipe.lr_at(int(row["step"]), steps_per_epoch)
-    assert {"last.pth", "best.pth", "backbone.pth", "summary.csv", "args.yaml"} <= {p.name for p in run.iterdir()}
+    assert {"last.pth.tar", "model_best.pth.tar", "recipe.yaml", "summary.csv", "args.yaml"} <= {
+        p.name for p in run.iterdir()}
+    assert list(csv.DictReader(open(run / "summary.csv")))[0].keys() >= set(TIMM_SUMMARY_COLUMNS)

@@ -1,4 +1,5 @@
-"""One recipe through timm_ext.train and through a plain loop of timm's own parts: same lrs, same first losses.
+"""One recipe through tricks-train (timm's loop with the paper's parts plugged in) and through a plain loop of
+timm's own parts: same lrs, same losses, same weights.
 
 The plain loop uses timm's native pieces: ``resnet26d`` with timm's ``zero_init_last`` (zero gamma),
 ``create_optimizer_v2(..., "sgd")`` (Nesterov SGD; ``filter_bias_and_bn`` = ``param_groups_weight_decay``, no
@@ -10,12 +11,13 @@ Where the conventions differ, the comparison maps them:
 - timm's loop calls ``step_update(k)`` after k updates, so its update i runs at ``_get_lr(i - 1)`` and the first
   update at ``warmup_lr_init``; the paper's update i is ``i / m`` of the lr, which is timm's ``_get_lr(i)``.
   The plain loop therefore calls ``step_update(i)`` before update i.
-- timm's ``Mixup`` draws lambda from NumPy's global generator; the pairing (batch reversed) and the target
-  mixing are the same as ``plugins.tricks.mixup``, so the plain loop is handed the lambda that timm_ext.train drew
-  for that update (same seeding function). The image mixing differs only in float rounding
-  (``x * lam + x.flip(0) * (1 - lam)`` vs ``torch.lerp``).
+- timm's ``Mixup`` draws lambda from NumPy's global generator, which tricks-train seeds per batch
+  (``timm_ext._timm_loop.batch_seed``); the plain loop seeds it the same way.
 """
 
+import csv
+
+import numpy as np
 import pytest
 import timm
 import torch
@@ -25,9 +27,9 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 
 from plugins.data.fashion_mnist import FashionMNIST
-from plugins.tricks.mixup import sample_mixup_lambda
 from timm_ext import train as train_cmd
-from timm_ext._engine import _stream_seed
+from timm_ext._timm_loop import batch_seed
+from timm_ext._timm_setup import load_train_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -62,8 +64,7 @@ def _plain_timm_loop(mixup_alpha: float, steps: int):
             update += 1
             scheduler.step_update(update)  # timm's t = update: the paper's lr of this update
             if mixup_alpha:
-                lam = sample_mixup_lambda(mixup_alpha, torch.Generator().manual_seed(_stream_seed(SEED, 0, update)))
-                mixer._params_per_batch = lambda lam=lam: (lam, False)
+                np.random.seed(batch_seed(SEED, 0, epoch, b))
                 x, y = mixer(x.clone(), y)
             loss = criterion(model(x), y)
             loss.backward()
@@ -71,29 +72,36 @@ def _plain_timm_loop(mixup_alpha: float, steps: int):
             optimizer.zero_grad()
             lrs.append({g["weight_decay"]: g["lr"] for g in optimizer.param_groups})
             losses.append(loss.item())
-    return lrs, losses
+    return lrs, losses, model
 
 
 @pytest.mark.parametrize("mixup_alpha", [0.0, 0.2], ids=["smoothing", "mixup"])
-def test_same_lr_sequence_and_first_losses_as_plain_timm_loop(mixup_alpha, tmp_path, fashion_mnist):
-    result = train_cmd.run([
-        "--model", "resnet26d", "--recipe", "paper", "--img-size", "32", "--in-chans", "1", "-b", str(BATCH),
-        "--train-subset", str(IMAGES), "--val-subset", "16", "--epochs", str(EPOCHS), "--warmup-epochs",
-        str(WARMUP_EPOCHS), "--lr-base", str(LR_BASE), "--lr-base-size", str(LR_BASE_SIZE), "--min-lr", str(MIN_LR),
-        "--weight-decay", str(WD), "--smoothing", str(EPS), "--smoothing-form", "uniform", "--mixup", str(mixup_alpha),
-        "--no-amp", "--hflip", "0", "--seed", str(SEED), "--no-progress", "--output", str(tmp_path),
-    ])
-    assert (result.recipe.zero_gamma, result.recipe.no_bias_decay, result.recipe.schedule) == (True, True, "cosine")
-    steps = len(result.lrs)
+def test_same_lrs_losses_and_weights_as_a_plain_timm_loop(mixup_alpha, tmp_path, fashion_mnist):
+    assert train_cmd.main([
+        "--dataset", "fashion_mnist", "--model", "resnet26d", "--recipe", "paper", "--img-size", "32", "--in-chans",
+        "1", "-b", str(BATCH), "--train-subset", str(IMAGES), "--val-subset", "16", "--epochs", str(EPOCHS),
+        "--warmup-epochs", str(WARMUP_EPOCHS), "--lr-base", str(LR_BASE), "--lr-base-size", str(LR_BASE_SIZE),
+        "--min-lr-ratio", str(MIN_LR / (LR_BASE * BATCH / LR_BASE_SIZE)), "--weight-decay", str(WD),
+        "--smoothing", str(EPS), "--smoothing-form", "uniform", "--mixup", str(mixup_alpha), "--no-amp",
+        "--hflip", "0", "--scale", "1", "1", "--ratio", "1", "1", "--color-jitter", "0", "--seed", str(SEED),
+        "--output", str(tmp_path), "--experiment", "run",
+    ]) == 0
+    out = tmp_path / "run"
+    with open(out / "lr_per_step.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    steps = len(rows)
     assert steps == EPOCHS * IMAGES // BATCH
-    plain_lrs, plain_losses = _plain_timm_loop(mixup_alpha, steps)
-    ours_by_decay = [dict(zip((WD, 0.0), lrs, strict=True)) for lrs in result.lrs]  # groups: decay, no_decay
-    for i, (ours, theirs) in enumerate(zip(ours_by_decay, plain_lrs, strict=True), start=1):
-        for decay in (WD, 0.0):
-            torch.testing.assert_close(ours[decay], theirs[decay], rtol=1e-12, atol=1e-15,
+    plain_lrs, plain_losses, plain_model = _plain_timm_loop(mixup_alpha, steps)
+    groups = [g["weight_decay"] for g in load_train_checkpoint(str(out / "last.pth.tar"), "--resume")["optimizer"]
+              ["param_groups"]]
+    for i, (row, theirs) in enumerate(zip(rows, plain_lrs, strict=True), start=1):
+        for k, decay in enumerate(groups):
+            torch.testing.assert_close(float(row[f"lr_group{k}"]), theirs[decay], rtol=1e-12, atol=1e-15,
                                        msg=f"lr of update {i}, weight_decay={decay}")
-    ours, theirs = torch.tensor(result.step_losses), torch.tensor(plain_losses)
-    torch.testing.assert_close(ours[:COMPARED_LOSSES], theirs[:COMPARED_LOSSES], rtol=1e-5, atol=1e-6,
-                               msg=f"first {COMPARED_LOSSES} losses, mixup alpha {mixup_alpha}")
-    # Later updates inherit float-rounding differences (loss formulas, mixing order), so a looser bound.
-    torch.testing.assert_close(ours, theirs, rtol=1e-3, atol=1e-4, msg=f"all {steps} losses, mixup {mixup_alpha}")
+    with open(out / "summary.csv", newline="") as f:
+        summary = [float(r["train_loss"]) for r in csv.DictReader(f)]
+    per_epoch = torch.tensor(plain_losses).view(EPOCHS, -1).mean(dim=1).tolist()
+    torch.testing.assert_close(summary, per_epoch, rtol=1e-4, atol=1e-5, msg=f"epoch losses, mixup {mixup_alpha}")
+    ours = load_train_checkpoint(str(out / "last.pth.tar"), "--resume")["state_dict"]
+    for key, value in plain_model.state_dict().items():
+        torch.testing.assert_close(ours[key], value, rtol=1e-3, atol=1e-5, msg=f"{key}, mixup {mixup_alpha}")
