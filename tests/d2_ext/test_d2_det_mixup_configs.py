@@ -1,6 +1,6 @@
 """User configs that switch detection mixup on with TRICKS keys (tests/d2_ext/user_configs/*det_mixup.yaml, on the
 installed model zoo's Base-RCNN-FPN.yaml and Misc/cascade_mask_rcnn_R_50_FPN_1x.yaml) train a few CPU iterations
-through the README's own DefaultTrainer subclass, d2_ext.Trainer and d2_ext.train_net, the mixed batches reaching the model until
+through the own DefaultTrainer subclass of docs/detectron2.md, d2_ext.Trainer and d2_ext.train_net, the mixed batches reaching the model until
 DET_MIXUP_STOP_FRACTION; trainers and models that would not apply the keys fail before training, naming them."""
 
 import re
@@ -22,7 +22,7 @@ from d2_ext.det_mixup import DetectionMixupLoader, MixWeightRPN  # noqa: E402
 from d2_ext.roi_heads import LabelSmoothingFastRCNNOutputLayers  # noqa: E402
 
 USER_CONFIGS = Path(__file__).resolve().parent / "user_configs"
-README = Path(__file__).resolve().parents[2] / "README.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "detectron2.md"  # the Detectron2 page the README links
 NAMES = ["faster_rcnn_timm_fpn_det_mixup.yaml", "cascade_rcnn_timm_fpn_det_mixup.yaml"]
 MAX_ITER = 2
 CPU = [  # what a test changes on top of a user config: CPU, 96-px scenes, narrow heads, two iterations
@@ -37,11 +37,11 @@ CPU = [  # what a test changes on top of a user config: CPU, 96-px scenes, narro
 
 
 def _readme_trainer():
-    """The README's own-trainer snippet (Detectron2's section), executed as written."""
-    section = README.read_text().split("\n## Detectron2\n", 1)[1].split("\n## ", 1)[0]
+    """The Detectron2 page's own-trainer snippet (Detectron2's section), executed as written."""
+    section = DOC.read_text()
     [code] = [b for b in re.findall(r"```python\n(.*?)```", section, flags=re.S) if "class MyTrainer(" in b]
     namespace = {}
-    exec(compile(code, "README.md (Detectron2)", "exec"), namespace)  # the documented snippet
+    exec(compile(code, "docs/detectron2.md", "exec"), namespace)  # the documented snippet
     return namespace["MyTrainer"]
 
 

@@ -29,7 +29,7 @@ from plugins.tricks.lr_schedule import scale_lr, warmup_cosine_factor  # noqa: E
 from plugins.tricks.no_bias_decay import no_bias_decay_param_groups  # noqa: E402
 
 USER_CONFIGS = Path(__file__).resolve().parent / "user_configs"
-README = Path(__file__).resolve().parents[2] / "README.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "detectron2.md"  # the Detectron2 page the README links
 MAX_ITER = 3
 # What the plain DefaultTrainer leaves unapplied, per config.
 UNAPPLIED = {
@@ -124,16 +124,16 @@ def expected_lrs(cfg):
 
 
 def _readme_blocks(language):
-    """The ``language`` code blocks of the README's Detectron2 section."""
-    section = README.read_text().split("\n## Detectron2\n", 1)[1].split("\n## ", 1)[0]
+    """The ``language`` code blocks of docs/detectron2.md (linked from the README)."""
+    section = DOC.read_text()
     return re.findall(rf"```{language}\n(.*?)```", section, flags=re.S)
 
 
 def _readme_trainer():
-    """The README's own-trainer snippet (Detectron2's own route to custom solvers), executed as written."""
+    """The Detectron2 page's own-trainer snippet (Detectron2's own route to custom solvers), executed as written."""
     [code] = [block for block in _readme_blocks("python") if "class MyTrainer(DefaultTrainer)" in block]
     namespace = {}
-    exec(compile(code, "README.md (Detectron2)", "exec"), namespace)  # the documented snippet
+    exec(compile(code, "docs/detectron2.md", "exec"), namespace)  # the documented snippet
     return namespace["MyTrainer"]
 
 
