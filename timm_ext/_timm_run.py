@@ -40,6 +40,7 @@ from datetime import datetime
 from functools import partial
 from pathlib import Path
 
+import timm
 import torch
 from timm import utils
 from timm.data import AugMixDataset, Mixup, create_loader, resolve_data_config
@@ -177,7 +178,7 @@ def _make_resumable(loader, seed: int, rank: int, world_size: int):
 def _read_position(path: str, model_name: str, updates_per_epoch: int) -> dict | None:
     ckpt = load_train_checkpoint(path, "--resume")
     arch = ckpt.get("arch")
-    if isinstance(arch, str) and arch != model_name and arch in __import__("timm").list_models():
+    if isinstance(arch, str) and arch != model_name and timm.is_model(arch):
         raise UsageError(f"--resume {path}: a checkpoint of --model {arch}, this run trains --model {model_name}; "
                          "resume with the interrupted run's flags")
     position = ckpt.get(POSITION_KEY)

@@ -64,8 +64,9 @@ def test_report_has_the_ablation_tables_with_the_papers_column(tmp_path):
     write_report(tmp_path, p, results, {"command": "cmd", "machine": "m", "wall_time": "1 min"})
     md = (tmp_path / "report.md").read_text()
     assert "### Detection tricks (Bag of Freebies): Faster R-CNN, MMDetection" in md
-    assert "| + cosine | 22.00 ± 1.00 | 41.00 ± 0.00 | +1.00 ± 0.00 (3/3) | 79.59 | +0.82 |" in md
-    assert "| + mixup, fixed 0.5 blend | 25.00 ± 1.00 | 44.00 ± 0.00 | +1.00 ± 0.00 (3/3) |  |  |" in md, "no paper row"
+    assert "| + cosine | 22.00 ± 1.00 | 41.00 ± 0.00 | +1.00 ± 0.00 (3/3) | baseline (step) | 79.59 | +0.82 |" in md
+    assert ("| + mixup, fixed 0.5 blend | 25.00 ± 1.00 | 44.00 ± 0.00 | +1.00 ± 0.00 (3/3) | + mixup |  |  |" in md), (
+        "no paper row")
     assert "### Detection tricks (Bag of Freebies): Faster R-CNN, Detectron2" in md
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["tables"]["detection_ablation_d2"]["+ mixup"]["mAP"] == [21.0, 21.0, 21.0]
