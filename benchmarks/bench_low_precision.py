@@ -29,12 +29,12 @@ import timm_ext  # noqa: E402,F401  (registers tricks_* models)
 from plugins.reproduce.study import low_precision  # noqa: E402
 
 
-def _setup(model_name: str, batch: int, size: int, bf16: bool):
+def _setup(model_name: str, batch: int, size: int, bf16: bool, channels_last: bool | None = None):
     torch.manual_seed(0)
     model = timm.create_model(model_name, num_classes=10, in_chans=3).train()
     x = torch.randn(batch, 3, size, size)
     y = torch.randint(0, 10, (batch,))
-    if bf16:
+    if bf16 if channels_last is None else channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -53,8 +53,10 @@ SWEEP_MODELS = ("tricks_resnet26nb", "tricks_resnet26nd", "tricks_resnet50nd", "
 SWEEP_BATCHES = (8, 128)
 
 
-def _measure(model: str, batch: int, size: int, rounds: int, clock) -> dict[str, float]:
+def _measure(model: str, batch: int, size: int, rounds: int, clock, plain_bf16: bool = False) -> dict[str, float]:
     setups = {"float32": _setup(model, batch, size, False), "bfloat16 + channels_last": _setup(model, batch, size, True)}
+    if plain_bf16:
+        setups["bfloat16"] = _setup(model, batch, size, True, channels_last=False)
     times = {n: [] for n in setups}
     for r in range(2 + rounds):
         for n, step in (setups.items() if r % 2 else reversed(setups.items())):
@@ -76,15 +78,17 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     clock = time.thread_time if a.threads == 1 else time.perf_counter
-    print(f"torch {torch.__version__}, {a.threads} thread(s), {a.model}, batch {a.batch} x {a.size} px; "
-          f"bfloat16 units: {low_precision()}")
+    print(f"torch {torch.__version__}, {a.threads} thread(s)"
+          + ("" if a.sweep else f", {a.model}, batch {a.batch} x {a.size} px") + f"; bfloat16 units: {low_precision()}")
     if a.sweep:
-        print(f"{'model':20s} {'batch':>5s} {'float32 ms':>11s} {'bf16 ms':>9s} {'bf16 speed-up':>14s}")
+        print(f"{'model':20s} {'batch':>5s} {'fp32 ms':>8s} {'bf16 ms':>8s} {'bf16+NHWC ms':>13s} "
+              f"{'bf16 speed-up':>14s} {'bf16+NHWC speed-up':>19s}  ({a.size} px, {a.threads} threads)")
         for model in SWEEP_MODELS:
             for batch in SWEEP_BATCHES:
-                m = _measure(model, batch, a.size, a.rounds, clock)
-                fp32, bf16 = m["float32"], m["bfloat16 + channels_last"]
-                print(f"{model:20s} {batch:5d} {fp32 * 1e3:11.1f} {bf16 * 1e3:9.1f} {fp32 / bf16:13.2f}x")
+                m = _measure(model, batch, a.size, a.rounds, clock, plain_bf16=True)
+                fp32, bf16, nhwc = m["float32"], m["bfloat16"], m["bfloat16 + channels_last"]
+                print(f"{model:20s} {batch:5d} {fp32 * 1e3:8.1f} {bf16 * 1e3:8.1f} {nhwc * 1e3:13.1f} "
+                      f"{fp32 / bf16:13.2f}x {fp32 / nhwc:18.2f}x")
         return 0
     medians = _measure(a.model, a.batch, a.size, a.rounds, clock)
     base = medians["float32"]

@@ -232,3 +232,20 @@ def test_paper_recipe_with_timms_augmentation_ema_cutmix_and_drop_path(tmp_path)
     ckpt = load_train_checkpoint(str(out / "last.pth.tar"), "--resume")
     assert "state_dict_ema" in ckpt and ckpt["args"].aa == "rand-m9-mstd0.5"
     assert os.path.isfile(out / "model_best.pth.tar")
+
+
+def test_paper_smoothing_under_mixup_without_a_recipe_on_the_papers_schedule(tmp_path, fashion_mnist):
+    """No --recipe: timm's flags alone choose the paper's smoothing under mixup and the paper's per-update lr."""
+    assert train_cmd.main(["--dataset", "fashion_mnist", "--model", "tricks_resnet26nd", "--smoothing", "0.1",
+                           "--smoothing-form", "paper", "--mixup", "0.2", "--sched", "tricks_cosine", "--epochs", "2",
+                           "--warmup-epochs", "0.5", "-b", "32", "--train-subset", "128", "--val-subset", "32",
+                           *FLIPS_ONLY, "--output", str(tmp_path), "--experiment", "run"]) == 0
+    out = tmp_path / "run"
+    recipe = Recipe.from_yaml(out / "recipe.yaml")  # Recipe() laid under timm's flags: what the schedule ran
+    assert (recipe.label_smoothing, recipe.label_smoothing_form, recipe.mixup_alpha) == (0.1, "paper", 0.2)
+    assert (recipe.schedule, recipe.warmup_epochs, recipe.batch_size, recipe.weight_decay) == ("cosine", 0.5, 32, 2e-5)
+    rows = _rows(out / "lr_per_step.csv")
+    assert len(rows) == 2 * 4
+    for row in rows:  # timm's --lr-base 0.1 at 256, scaled to the batch of 32: the closed form to the last bit
+        assert float(row["lr_group0"]) == float(row["lr_group1"]) == recipe.lr_at(int(row["step"]), 4)
+    assert yaml.safe_load((out / "args.yaml").read_text())["recipe"] is None
