@@ -6,6 +6,8 @@ atomic text writes (``args.yaml``, ``recipe.yaml``, ``summary.csv``); checkpoint
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -14,7 +16,10 @@ from plugins.runtime.lr_record import FILENAME, LrRecord, read_lr_record
 
 from .cli import UsageError
 
-__all__ = ["RunFiles", "atomic_write", "check_writable"]
+__all__ = ["SUMMARY_EXTRA", "RunFiles", "atomic_write", "check_writable", "earlier_rows", "write_summary"]
+
+# summary.csv: timm's columns (epoch, train_loss, eval_loss, eval_top1, eval_top5, lr), then these.
+SUMMARY_EXTRA = ("images_per_s", "epoch_time")
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -91,3 +96,22 @@ class RunFiles:
         fig.savefig(self.path("lr_curve.png"), dpi=100)
         plt.close(fig)
 
+
+def write_summary(path: str, rows: list[dict]) -> None:
+    """summary.csv with timm's columns (as ``timm.utils.update_summary``), then ``SUMMARY_EXTRA``, atomically."""
+    if not rows:
+        return
+    columns = [c for c in rows[0] if c not in SUMMARY_EXTRA] + [c for c in SUMMARY_EXTRA if c in rows[0]]
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: row.get(c, "") for c in columns})
+    atomic_write(path, text.getvalue())
+
+
+def earlier_rows(path: str, before_epoch: int) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return [row for row in csv.DictReader(f) if int(row["epoch"]) < before_epoch]

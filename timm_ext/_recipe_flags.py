@@ -25,17 +25,20 @@ in the ``-c`` yaml) wins over the recipe's field and the run prints each such ov
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 
 import torch
 
-from plugins.recipe import Recipe
+from plugins.recipe import Recipe, not_applied
 
 from .cli import UsageError
 from .scheduler import TRICKS_SCHEDULES
 
-__all__ = ["FIELD_FLAGS", "RecipeError", "load_recipe", "recipe_defaults", "recipe_from_args"]
+_logger = logging.getLogger("train")
+
+__all__ = ["FIELD_FLAGS", "RecipeError", "load_recipe", "report_recipe", "resolve_recipe", "recipe_defaults", "recipe_from_args"]
 
 _BUILT_IN = ("fashion_mnist", "fashion_photos")
 _TRICKS_NAME = re.compile(r"tricks_resnet(\d+)(n?)([abcd])")
@@ -144,3 +147,32 @@ def recipe_from_args(recipe: Recipe, args) -> tuple[Recipe, list[str]]:
         flags = FIELD_FLAGS.get(field.group(1), ()) if field else ()
         where = " / ".join("--" + f.replace("_", "-") for f in flags) or "--recipe"
         raise RecipeError(f"{where} with --recipe {args.recipe}: {err}") from None
+
+
+def report_recipe(args, given: set[str], recipe: Recipe) -> None:
+    """Print each recipe field that a flag on the command line (or in -c) overrides: the documented rule."""
+    defaults = recipe_defaults(recipe, args.recipe, args.dataset, args.grad_accum_steps)
+    for field, dests in FIELD_FLAGS.items():
+        for dest in dests:
+            if dest in given and dest in defaults and getattr(args, dest) != defaults[dest]:
+                _logger.info(f"--recipe {args.recipe}: --{dest.replace('_', '-')} {getattr(args, dest)} given, "
+                             f"overrides the recipe's {field} ({getattr(recipe, field)})")
+
+
+def resolve_recipe(args, given: set[str]) -> Recipe | None:
+    """The recipe this run follows (explicit flags applied, each override and note logged), or None without
+    ``--recipe`` and a ``tricks_*`` schedule. Raises :class:`RecipeError` naming the flag."""
+    recipe = None
+    if args.recipe:
+        recipe = load_recipe(args.recipe)
+        report_recipe(args, given, recipe)
+        left_out = not_applied(recipe, "timm")
+        if left_out:
+            _logger.info(f"--recipe {args.recipe}: not applied by tricks-train (detectors' fields): "
+                         f"{', '.join(left_out)}")
+    if recipe is None and args.sched not in TRICKS_SCHEDULES:
+        return None
+    resolved, notes = recipe_from_args(recipe or Recipe(), args)
+    for note in notes:
+        _logger.info(note)
+    return resolved

@@ -30,8 +30,6 @@ the run), ``summary.csv`` (timm's columns, then ``images_per_s`` and ``epoch_tim
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import os
@@ -40,7 +38,6 @@ from datetime import datetime
 from functools import partial
 from pathlib import Path
 
-import timm
 import torch
 from timm import utils
 from timm.data import AugMixDataset, Mixup, create_loader, resolve_data_config
@@ -49,23 +46,21 @@ from timm.models import safe_model_name
 from timm.task import load_task_ema_checkpoint, resume_task_checkpoint
 from timm.utils import NativeScaler
 
-from plugins.recipe import Recipe, not_applied
-from plugins.runtime.checkpoint import export_backbone, save_checkpoint
-from plugins.runtime.random_state import capture_random_state, restore_random_state
+from plugins.runtime.checkpoint import export_backbone
+from plugins.runtime.random_state import restore_random_state
 from plugins.tricks.lr_schedule import scale_lr
 
-from ._outputs import RunFiles, atomic_write, check_writable
-from ._recipe_flags import FIELD_FLAGS, RecipeError, load_recipe, recipe_defaults, recipe_from_args
+from ._outputs import SUMMARY_EXTRA, RunFiles, atomic_write, check_writable, earlier_rows, write_summary
+from ._recipe_flags import resolve_recipe
 from ._timm_data import (
     BUILT_IN,
     InMemoryLoader,
-    ResumableSampler,
-    SeededItems,
     built_in_defaults,
     flips_only,
     in_memory_tensors,
 )
 from ._timm_loop import train_one_epoch, validate
+from ._timm_resume import ResumableSaver, last_saved, make_resumable, read_position
 from ._timm_setup import (
     build_datasets,
     build_model,
@@ -73,7 +68,6 @@ from ._timm_setup import (
     build_task,
     check_args,
     check_cpu_amp,
-    load_train_checkpoint,
     loss_fns,
     mixup_smoothing,
     select_device,
@@ -82,139 +76,9 @@ from ._timm_setup import (
 from .cli import UsageError
 from .scheduler import TRICKS_SCHEDULES, create_scheduler
 
-__all__ = ["SUMMARY_EXTRA", "run"]
+__all__ = ["run"]
 
 _logger = logging.getLogger("train")
-
-# summary.csv: timm's columns (epoch, train_loss, eval_loss, eval_top1, eval_top5, lr), then these.
-SUMMARY_EXTRA = ("images_per_s", "epoch_time")
-POSITION_KEY = "tricks_position"
-
-
-class ResumableSaver(utils.CheckpointSaver):
-    """timm's ``CheckpointSaver`` whose files also hold the run's position (epoch, next batch, running loss,
-    updates per epoch) and random streams, written atomically (temporary file, fsync, rename)."""
-
-    position: dict = {}
-    updates_per_epoch: int | None = None
-    before_save = None  # called first: the lr rows of the updates a checkpoint holds are on disk with it
-
-    def set_position(self, **position) -> None:
-        self.position = dict(position)
-
-    def _save(self, save_path, epoch, metric=None):
-        if self.before_save is not None:
-            self.before_save()
-        state = {"epoch": epoch, "arch": self.args.model if self.args is not None else type(self.model).__name__.lower(),
-                 "optimizer": self.optimizer.state_dict(), "version": 2}
-        if self.args is not None:
-            state["args"] = self.args
-        if self.amp_scaler is not None:
-            state[self.amp_scaler.state_dict_key] = self.amp_scaler.state_dict()
-        state.update(self.task.get_checkpoint_state(unwrap_fn=self.unwrap_fn))
-        state.update(self.task.get_checkpoint_state(ema=True, unwrap_fn=self.unwrap_fn))
-        if metric is not None:
-            state["metric"] = metric
-        state["saver"] = self.state_dict(epoch, metric)
-        state[POSITION_KEY] = {**self.position, "updates_per_epoch": self.updates_per_epoch,
-                               "rng": capture_random_state()}
-        save_checkpoint(state, save_path)
-
-
-def _report_recipe(args, given: set[str], recipe: Recipe) -> None:
-    """Print each recipe field that a flag on the command line (or in -c) overrides: the documented rule."""
-    defaults = recipe_defaults(recipe, args.recipe, args.dataset, args.grad_accum_steps)
-    for field, dests in FIELD_FLAGS.items():
-        for dest in dests:
-            if dest in given and dest in defaults and getattr(args, dest) != defaults[dest]:
-                _logger.info(f"--recipe {args.recipe}: --{dest.replace('_', '-')} {getattr(args, dest)} given, "
-                             f"overrides the recipe's {field} ({getattr(recipe, field)})")
-
-
-def _resolve_recipe(args, given: set[str]) -> Recipe | None:
-    """The recipe this run follows (explicit flags applied), or None without --recipe and tricks_* schedule."""
-    recipe = None
-    try:
-        if args.recipe:
-            recipe = load_recipe(args.recipe)
-            _report_recipe(args, given, recipe)
-            left_out = not_applied(recipe, "timm")
-            if left_out:
-                _logger.info(f"--recipe {args.recipe}: not applied by tricks-train (detectors' fields): "
-                             f"{', '.join(left_out)}")
-        if recipe is None and args.sched not in TRICKS_SCHEDULES:
-            return None
-        resolved, notes = recipe_from_args(recipe or Recipe(), args)
-    except RecipeError as err:
-        raise UsageError(str(err)) from None
-    for note in notes:
-        _logger.info(note)
-    return resolved
-
-
-def _make_resumable(loader, seed: int, rank: int, world_size: int):
-    """timm's training loader with its map-style dataset reordered by :class:`ResumableSampler` and each item's
-    transform seeded (:class:`SeededItems`); None where timm's loader samples in its own way."""
-    from torch.utils.data import BatchSampler, DataLoader, RandomSampler
-    from torch.utils.data.distributed import DistributedSampler
-
-    inner = getattr(loader, "loader", loader)
-    if type(inner) is not DataLoader or not isinstance(inner.sampler, RandomSampler | DistributedSampler):
-        return None
-    dataset = inner.dataset
-    if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
-        return None
-    sampler = ResumableSampler(len(dataset), inner.batch_size, seed, rank, world_size, drop_last=True)
-    rebuilt = DataLoader(SeededItems(dataset, seed), batch_sampler=BatchSampler(sampler, inner.batch_size, True),
-                         num_workers=inner.num_workers, collate_fn=inner.collate_fn, pin_memory=inner.pin_memory,
-                         worker_init_fn=inner.worker_init_fn, persistent_workers=inner.persistent_workers,
-                         generator=torch.Generator().manual_seed(seed))
-    if inner is loader:
-        return rebuilt, sampler
-    loader.loader = rebuilt
-    return loader, sampler
-
-
-def _read_position(path: str, model_name: str, updates_per_epoch: int) -> dict | None:
-    ckpt = load_train_checkpoint(path, "--resume")
-    arch = ckpt.get("arch")
-    if isinstance(arch, str) and arch != model_name and timm.is_model(arch):
-        raise UsageError(f"--resume {path}: a checkpoint of --model {arch}, this run trains --model {model_name}; "
-                         "resume with the interrupted run's flags")
-    position = ckpt.get(POSITION_KEY)
-    if position and position.get("updates_per_epoch") not in (None, updates_per_epoch):
-        raise UsageError(f"--resume {path}: the checkpoint ran {position['updates_per_epoch']} updates per epoch, "
-                         f"this command {updates_per_epoch}; pass the same data and batch flags as the interrupted run")
-    return position
-
-
-def _last_saved(saver, output_dir) -> str:
-    """The newest checkpoint in the run folder: what a run stopped now would resume from."""
-    if saver is None:
-        return ""
-    found = [p for p in (saver.curr_recovery_file, os.path.join(output_dir, "last.pth.tar")) if p and os.path.exists(p)]
-    return max(found, key=os.path.getmtime) if found else ""
-
-
-def _write_summary(path: str, rows: list[dict]) -> None:
-    """summary.csv with timm's columns (as ``timm.utils.update_summary``), then ``SUMMARY_EXTRA``, atomically."""
-    if not rows:
-        return
-    columns = [c for c in rows[0] if c not in SUMMARY_EXTRA] + [c for c in SUMMARY_EXTRA if c in rows[0]]
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=columns)
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({c: row.get(c, "") for c in columns})
-    atomic_write(path, text.getvalue())
-
-
-def _earlier_rows(path: str, before_epoch: int) -> list[dict]:
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="") as f:
-        return [row for row in csv.DictReader(f) if int(row["epoch"]) < before_epoch]
-
 
 def run(args, given: set[str], args_text: str) -> dict:  # noqa: C901 (timm's set-up order, kept in one place)
     """Train as timm's train.py would from ``args``; returns ``{"output_dir", "best_metric", "best_epoch"}``."""
@@ -235,7 +99,7 @@ def run(args, given: set[str], args_text: str) -> dict:  # noqa: C901 (timm's se
 
     model, in_chans = build_model(args)
     data_config = resolve_data_config(vars(args), model=model, verbose=utils.is_primary(args))
-    recipe = _resolve_recipe(args, given)
+    recipe = resolve_recipe(args, given)
 
     num_aug_splits = args.aug_splits if args.aug_splits > 0 else 0
     if num_aug_splits == 1:
@@ -316,7 +180,7 @@ def run(args, given: set[str], args_text: str) -> dict:  # noqa: C901 (timm's se
             batch_schedule_spread=args.train_size_schedule_spread,
             batch_schedule_random_mix=args.train_size_random_mix, num_batches=args.train_batches_per_epoch,
             **common)
-        made = _make_resumable(loader_train, args.seed, rank, world)
+        made = make_resumable(loader_train, args.seed, rank, world)
         if made is not None:
             loader_train, resumable = made
     scheduled_batch_mode = args.train_img_sizes is not None
@@ -360,7 +224,7 @@ def run(args, given: set[str], args_text: str) -> dict:  # noqa: C901 (timm's se
     if args.resume:
         if not os.path.isfile(args.resume):
             raise UsageError(f"--resume {args.resume}: no such file")
-        position = _read_position(args.resume, args.model, updates_per_epoch)
+        position = read_position(args.resume, args.model, updates_per_epoch)
         try:
             resume_epoch = resume_task_checkpoint(task, args.resume,
                                                   optimizer=None if args.no_resume_opt else optimizer,
@@ -438,7 +302,7 @@ def run(args, given: set[str], args_text: str) -> dict:  # noqa: C901 (timm's se
     if lr_log is not None:
         lr_log.start_lr_log(done_updates)
     summary_path = os.path.join(output_dir, "summary.csv") if output_dir else None
-    summary_rows = _earlier_rows(summary_path, start_epoch) if summary_path and args.resume else []
+    summary_rows = earlier_rows(summary_path, start_epoch) if summary_path and args.resume else []
 
     best_metric = best_epoch = eval_metrics = None
     results = []
@@ -457,7 +321,7 @@ def run(args, given: set[str], args_text: str) -> dict:  # noqa: C901 (timm's se
             model_dtype=model_dtype, mixup_fn=mixup_fn, scheduled_batch_mode=scheduled_batch_mode,
             batch_size_reference=batch_reference, on_update=lr_log.log_lr if lr_log else None,
             on_device=in_memory, start_batch=start_batch, loss_so_far=loss_so_far,
-            last_saved=_last_saved(saver, output_dir))
+            last_saved=last_saved(saver, output_dir))
         start_batch, loss_so_far = 0, (0.0, 0)
         extra = {k: train_metrics.pop(k) for k in SUMMARY_EXTRA if k in train_metrics}
         if lr_log is not None:
@@ -484,7 +348,7 @@ def run(args, given: set[str], args_text: str) -> dict:  # noqa: C901 (timm's se
             row = {"epoch": epoch, **{f"train_{k}": v for k, v in train_metrics.items()},
                    **{f"eval_{k}": v for k, v in (eval_metrics or {}).items()}, "lr": sum(lrs) / len(lrs), **extra}
             summary_rows.append(row)
-            _write_summary(summary_path, summary_rows)
+            write_summary(summary_path, summary_rows)
         latest = (eval_metrics or train_metrics)[eval_metric]
         if saver is not None:
             best_metric, best_epoch = saver.save_checkpoint(epoch, metric=latest)
