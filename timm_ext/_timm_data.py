@@ -197,7 +197,9 @@ class ResumableSampler(Sampler[int]):
         return epoch_order(self.num_items, self.seed, self.epoch, self.rank, self.world_size, self.drop_last)[0]
 
     def __len__(self) -> int:
-        return len(self._order()) - self.start_batch * self.batch_size
+        """The whole epoch's items, whatever ``start_batch`` is: timm's loop counts the epoch's batches from
+        ``len(loader)`` and numbers a resumed epoch's batches from ``start_batch``."""
+        return len(self._order())
 
     def __iter__(self):
         order = self._order()[self.start_batch * self.batch_size:]

@@ -249,3 +249,19 @@ def test_paper_smoothing_under_mixup_without_a_recipe_on_the_papers_schedule(tmp
     for row in rows:  # timm's --lr-base 0.1 at 256, scaled to the batch of 32: the closed form to the last bit
         assert float(row["lr_group0"]) == float(row["lr_group1"]) == recipe.lr_at(int(row["step"]), 4)
     assert yaml.safe_load((out / "args.yaml").read_text())["recipe"] is None
+
+
+def test_resumable_order_starts_mid_epoch_and_keeps_the_epochs_length():
+    from torch.utils.data import BatchSampler
+
+    from timm_ext._timm_data import ResumableSampler
+
+    sampler = ResumableSampler(20, batch_size=4, seed=3)
+    sampler.set_epoch(2)
+    full = list(sampler)
+    assert sorted(k - 2 * 20 for k in full) == list(range(20))  # every item once, keyed by the epoch
+    sampler.start_batch = 2
+    batches = BatchSampler(sampler, 4, drop_last=True)
+    assert len(batches) == 5, "the epoch's length, so that timm's loop finds the last batch of a resumed epoch"
+    assert [k for b in batches for k in b] == full[8:]  # the uninterrupted order from batch 2 on
+    assert list(sampler) == full  # a start is used once
