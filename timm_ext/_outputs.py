@@ -18,8 +18,10 @@ from .cli import UsageError
 
 __all__ = ["SUMMARY_EXTRA", "RunFiles", "atomic_write", "check_writable", "earlier_rows", "write_summary"]
 
-# summary.csv: timm's columns (epoch, train_loss, eval_loss, eval_top1, eval_top5, lr), then these.
-SUMMARY_EXTRA = ("images_per_s", "epoch_time")
+# summary.csv: timm's columns (epoch, train_loss, eval_loss, eval_top1, eval_top5[, eval_ece with --ece-bins], lr),
+# then these (train_clean_* with --train-clean-subset: the training images' own loss, top-1 and calibration error
+# under the evaluation transforms, the other side of the train-val gap).
+SUMMARY_EXTRA = ("images_per_s", "epoch_time", "epoch_cpu_time", "train_clean_loss", "train_clean_top1", "train_clean_ece")
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)

@@ -11,7 +11,10 @@ The extension adds:
   so that a resumed run draws what the uninterrupted one drew;
 - a loss that is not finite stops the run with :class:`NonFiniteLossError`, naming the update and the
   checkpoint that predates it;
-- images per second of the epoch's updates (``images_per_s`` in summary.csv).
+- images per second of the epoch's updates (``images_per_s`` in summary.csv), the epoch's wall time and the
+  process's CPU time over it (``epoch_time``, ``epoch_cpu_time``: the second does not grow when other work shares
+  the cores);
+- in validation, optionally the expected calibration error (``--ece-bins``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import numpy as np
 import torch
 from timm import utils
 
+from plugins.runtime.calibration import CalibrationBins
 from plugins.runtime.errors import NonFiniteLossError
 
 _logger = logging.getLogger("train")
@@ -85,6 +89,7 @@ def train_one_epoch(epoch: int, loader, optimizer, args, task, device, lr_schedu
 
     optimizer.zero_grad()
     epoch_start = data_start = update_start = time.time()
+    cpu_start = time.process_time()
     samples_in_update = samples_in_epoch = 0
     for batch_idx, (inputs, target) in enumerate(loader, start=start_batch):
         last_batch = batch_idx == num_batches - 1
@@ -183,12 +188,15 @@ def train_one_epoch(epoch: int, loader, optimizer, args, task, device, lr_schedu
         loss_avg = utils.reduce_tensor(torch.tensor([loss_avg], device=device), args.world_size).item()
     elapsed = time.time() - epoch_start
     return OrderedDict([("loss", loss_avg), ("images_per_s", samples_in_epoch / elapsed if elapsed > 0 else 0.0),
-                        ("epoch_time", elapsed)])
+                        ("epoch_time", elapsed), ("epoch_cpu_time", time.process_time() - cpu_start)])
 
 
 def validate(model, loader, loss_fn, args, device, amp_autocast=nullcontext, model_dtype=None,
-             log_suffix: str = "") -> OrderedDict:
+             log_suffix: str = "", ece_bins: int = 0) -> OrderedDict:
+    """timm's validation pass; with ``ece_bins`` > 0 also the expected calibration error (``ece``, in percent,
+    :mod:`plugins.runtime.calibration`), summed over processes."""
     batch_time, losses, top1, top5 = (utils.AverageMeter() for _ in range(4))
+    calibration = CalibrationBins(ece_bins) if ece_bins else None
     model.eval()
     end = time.time()
     last_idx = len(loader) - 1
@@ -207,6 +215,8 @@ def validate(model, loader, loss_fn, args, device, amp_autocast=nullcontext, mod
                     target = target[0:target.size(0):args.tta]
                 loss = loss_fn(output, target)
             acc1, acc5 = utils.accuracy(output, target, topk=(1, min(5, output.shape[-1])))
+            if calibration is not None:
+                calibration.update(output, target)
             if args.distributed:
                 loss = utils.reduce_tensor(loss.data, args.world_size)
                 acc1 = utils.reduce_tensor(acc1, args.world_size)
@@ -224,4 +234,11 @@ def validate(model, loader, loss_fn, args, device, amp_autocast=nullcontext, mod
                              f"Time: {batch_time.val:.3f} ({batch_time.avg:.3f})  "
                              f"Loss: {losses.val:>7.3f} ({losses.avg:>6.3f})  "
                              f"Acc@1: {top1.val:>7.3f} ({top1.avg:>7.3f})  Acc@5: {top5.val:>7.3f} ({top5.avg:>7.3f})")
-    return OrderedDict([("loss", losses.avg), ("top1", top1.avg), ("top5", top5.avg)])
+    metrics = OrderedDict([("loss", losses.avg), ("top1", top1.avg), ("top5", top5.avg)])
+    if calibration is not None:
+        if args.distributed:
+            state = calibration.state.to(device)
+            torch.distributed.all_reduce(state)
+            calibration.state = state.cpu()
+        metrics["ece"] = 100.0 * calibration.ece()
+    return metrics

@@ -62,12 +62,14 @@ from ._timm_data import (
 from ._timm_loop import train_one_epoch, validate
 from ._timm_resume import ResumableSaver, last_saved, make_resumable, read_position
 from ._timm_setup import (
+    build_clean_dataset,
     build_datasets,
     build_model,
     build_optimizer,
     build_task,
     check_args,
     check_cpu_amp,
+    clean_subset_indices,
     loss_fns,
     mixup_smoothing,
     select_device,
@@ -211,6 +213,17 @@ def run(args, given: set[str], args_text: str) -> dict:  # noqa: C901 (timm's se
                                     interpolation=data_config["interpolation"], num_workers=args.workers,
                                     crop_pct=data_config["crop_pct"], **common)
 
+    loader_clean = None  # --train-clean-subset: training images under the evaluation transforms
+    if args.train_clean_subset and in_memory:
+        keep = clean_subset_indices(len(train_y), args.train_clean_subset)
+        loader_clean = InMemoryLoader(train_x[keep], train_y[keep], args.validation_batch_size or args.batch_size,
+                                      args.seed, False, rank, world, 0.0, device, model_dtype or torch.float32)
+    elif args.train_clean_subset:
+        loader_clean = create_loader(build_clean_dataset(args, input_img_mode), input_size=data_config["input_size"],
+                                     batch_size=args.validation_batch_size or args.batch_size, is_training=False,
+                                     interpolation=data_config["interpolation"], num_workers=args.workers,
+                                     crop_pct=data_config["crop_pct"], **common)
+
     train_loss_fn, validate_loss_fn = loss_fns(args, mixup_active, num_aug_splits, device)
     task = build_task(args, model, train_loss_fn, device, model_dtype)
     model = task.get_trainable_module()
@@ -336,13 +349,19 @@ def run(args, given: set[str], args_text: str) -> dict:  # noqa: C901 (timm's se
             continue
         if loader_eval is not None:
             eval_metrics = validate(eval_model, loader_eval, validate_loss_fn, args, device=device,
-                                    amp_autocast=amp_autocast, model_dtype=model_dtype)
+                                    amp_autocast=amp_autocast, model_dtype=model_dtype, ece_bins=args.ece_bins)
             ema = task.get_trainable_module(ema=True)
             if ema is not None and not args.model_ema_force_cpu:
                 if args.distributed and args.dist_bn in ("broadcast", "reduce"):
                     utils.distribute_bn(ema, args.world_size, args.dist_bn == "reduce")
                 eval_metrics = validate(task.get_eval_model(ema=True), loader_eval, validate_loss_fn, args,
-                                        device=device, amp_autocast=amp_autocast, log_suffix=" (EMA)")
+                                        device=device, amp_autocast=amp_autocast, log_suffix=" (EMA)",
+                                        ece_bins=args.ece_bins)
+        if loader_clean is not None:
+            clean = validate(eval_model, loader_clean, validate_loss_fn, args, device=device,
+                             amp_autocast=amp_autocast, model_dtype=model_dtype, log_suffix=" (train subset)",
+                             ece_bins=args.ece_bins)
+            extra.update({f"train_clean_{k}": clean[k] for k in ("loss", "top1", "ece") if k in clean})
         if output_dir is not None:
             lrs = [g["lr"] for g in optimizer.param_groups]
             row = {"epoch": epoch, **{f"train_{k}": v for k, v in train_metrics.items()},

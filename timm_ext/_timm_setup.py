@@ -48,7 +48,8 @@ _RANGES = [("batch_size", 1, None, False, False), ("validation_batch_size", 1, N
            ("weight_decay", 0, None, False, False), ("model_ema_decay", 0, 1, False, False),
            ("log_interval", 1, None, False, False), ("val_interval", 1, None, False, False),
            ("checkpoint_hist", 1, None, False, False), ("train_subset", 0, None, False, False),
-           ("val_subset", 0, None, False, False)]
+           ("val_subset", 0, None, False, False), ("train_clean_subset", 0, None, False, False),
+           ("ece_bins", 0, None, False, False)]
 
 
 def _check_ranges(args) -> None:
@@ -296,6 +297,44 @@ def build_datasets(args, input_img_mode: str):
     if len(train) == 0:
         raise UsageError(f"{where} --train-split {args.train_split!r}: holds no images")
     return train, evaluation
+
+
+def clean_subset_indices(n: int, size: int) -> torch.Tensor:
+    """``min(size, n)`` evenly spaced indices of ``n`` training items: the same images in every run and seed."""
+    size = min(int(size), int(n))
+    return torch.linspace(0, n - 1, size, dtype=torch.float64).round().long().unique()
+
+
+def build_clean_dataset(args, input_img_mode: str):
+    """A fresh copy of the training dataset (its own transform: timm's evaluation one) reduced to
+    :func:`clean_subset_indices`, for ``--train-clean-subset``."""
+    dataset = build_datasets(args, input_img_mode)[0]
+    if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+        raise UsageError(f"--train-clean-subset {args.train_clean_subset}: needs a map-style training dataset "
+                         f"(an image folder, a built-in dataset); {args.dataset!r} is iterable")
+    return FixedSubset(dataset, clean_subset_indices(len(dataset), args.train_clean_subset).tolist())
+
+
+class FixedSubset(torch.utils.data.Dataset):
+    """Items ``indices`` of ``dataset``, whose ``transform`` (set by timm's ``create_loader``) is the dataset's."""
+
+    def __init__(self, dataset, indices: list[int]):
+        object.__setattr__(self, "dataset", dataset)
+        object.__setattr__(self, "indices", list(indices))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.dataset[self.indices[i]]
+
+    def __getattr__(self, name):
+        if name in ("dataset", "indices"):
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __setattr__(self, name, value):
+        setattr(self.dataset, name, value)
 
 
 def build_model(args):

@@ -61,6 +61,13 @@ def _add_extension_flags(p: argparse.ArgumentParser) -> None:
                    help="use the first N training images of a built-in dataset (0: all)")
     g.add_argument("--val-subset", type=int, default=0, metavar="N",
                    help="use the first N validation images of a built-in dataset (0: all)")
+    g.add_argument("--train-clean-subset", type=int, default=0, metavar="N",
+                   help="after each validation also evaluate N training images (evenly spaced, the same in every run) "
+                        "with the evaluation transforms: train_clean_loss/top1[/ece] in summary.csv, the train-val "
+                        "gap (0: off)")
+    g.add_argument("--ece-bins", type=int, default=0, metavar="B",
+                   help="expected calibration error over B equal-width confidence bins in every evaluation (15 is "
+                        "Guo et al.'s): eval_ece in summary.csv, in percent (0: off)")
     g.add_argument("--no-amp", dest="amp", action="store_false",
                    help="switch a recipe's mixed precision off (timm's --amp switches it on)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -66,7 +66,7 @@ def lr_trace_stages(scenes_stage: str, model: str) -> list[Stage]:
                  f"train_cfg.val_interval={TRACE_STEPS + 1}", "auto_scale_lr.enable=False",
                  "train_dataloader.batch_size=2", "train_dataloader.num_workers=0",
                  "train_dataloader.persistent_workers=False"]
-    return [
+    stages = [
         Stage("lr-trace-timm_ext", ["-m", "timm_ext.train", "--model", model + "d", "--recipe", "paper", "--dataset",
                                     "fashion_mnist", "--train-subset", str(TRACE_STEPS // 3 * 32), "--val-subset",
                                     "64", "-b", "32", "--epochs", "3", "--warmup-epochs", "1", "--sched",
@@ -88,6 +88,9 @@ def lr_trace_stages(scenes_stage: str, model: str) -> list[Stage]:
                                   "TEST.EVAL_PERIOD", "0", "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0"],
               deps=[scenes_stage], cost=14, parse=_trace_parser("d2_ext"), sources=D2_SOURCES),
     ]
+    for stage in stages:  # one core each: the three run side by side on two cores, as the detectors do
+        stage.threads = 1
+    return stages
 
 
 def select_stages(stages: list[Stage], pattern: str) -> list[Stage]:
@@ -141,8 +144,15 @@ def parse_args(argv=None):
     p.add_argument("--pack", default=None, metavar="DIR",
                    help="run nothing: copy the finished stages' records (and the checkpoints unfinished stages still "
                         "need) into DIR, to continue elsewhere with --resume-from DIR; safe while a run is going on")
+    p.add_argument("--jobs", type=int, default=2, metavar="N",
+                   help="stages run side by side, as many as fit in the machine's cores by their threads (each "
+                        "classification stage holds 2, each detector or segmenter 1: two detectors run at once on "
+                        "2 cores); 1: one at a time (default: 2)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.jobs < 1:
+        p.error(f"--jobs {args.jobs}: accepted values are 1 and more")
+    return args
 
 
 def main(argv=None) -> int:
@@ -187,7 +197,7 @@ def main(argv=None) -> int:
         restored = pipe.restore(Path(args.resume_from))
         print(f"restored {len(restored)} finished stages from {args.resume_from}")
     try:
-        results = pipe.run()
+        results = pipe.run(jobs=args.jobs)
     except KeyboardInterrupt:
         print("\ninterrupted: finished stages are cached; rerun the same command to resume.", file=sys.stderr)
         return 130

@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -80,6 +79,9 @@ class Stage:
         sources: the project packages the command runs (default all four); a change elsewhere keeps it cached.
         pack: whether ``Pipeline.pack`` keeps the stage (False for generated data, which is made again in seconds
             rather than carried).
+        threads: the torch/OpenMP threads of its process (``OMP_NUM_THREADS``, part of the key: a float sum's
+            order, hence the result's last bits, depends on it), and the cores it holds when ``Pipeline.run``
+            runs stages side by side (``jobs`` > 1); 0: the process's default, the whole machine.
     """
 
     name: str
@@ -92,19 +94,13 @@ class Stage:
     env: dict[str, str] = field(default_factory=dict)
     sources: tuple[str, ...] = _SOURCE_PACKAGES
     pack: bool = True
+    threads: int = 0
 
 
 def _atomic_write_json(path: Path, obj) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
     os.replace(tmp, path)
-
-
-def _children_cpu_seconds() -> float:
-    """CPU time (user + system) of the finished child processes: unlike wall time, a stage paused (SIGSTOP) or
-    sharing the cores with other work does not add to it."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _fmt(seconds: float) -> str:
@@ -139,8 +135,11 @@ class Pipeline:
         return self._dirs[name]
 
     def _key(self, stage: Stage) -> str:
-        payload = json.dumps({"argv": stage.argv, "deps": [self._dirs[d].name for d in stage.deps],
-                              "env": stage.env, "src": [self._src[p] for p in stage.sources]}, sort_keys=True)
+        payload = {"argv": stage.argv, "deps": [self._dirs[d].name for d in stage.deps],
+                   "env": stage.env, "src": [self._src[p] for p in stage.sources]}
+        if stage.threads:
+            payload["threads"] = stage.threads
+        payload = json.dumps(payload, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
     def _expand(self, args: list[str], out: Path) -> list[str]:
@@ -152,52 +151,114 @@ class Pipeline:
             res.append(a)
         return res
 
-    def run(self) -> dict[str, dict]:
+    def run(self, jobs: int = 1, cores: int | None = None) -> dict[str, dict]:
+        """Runs every stage that is not cached, in order; with ``jobs`` > 1, up to ``jobs`` at once while their
+        ``threads`` fit in ``cores`` (default: this machine's), each started once its dependencies are done.
+        A failed stage stops the run after the stages running beside it have finished."""
+        cores = cores or os.cpu_count() or 1
         total_cost = sum(s.cost for s in self.stages) or 1.0
-        done_cost, spent_running, t0 = 0.0, 0.0, time.time()
-        for i, stage in enumerate(self.stages, 1):
-            out = self._dirs[stage.name]
-            marker = out / "stage.json"
-            elapsed = time.time() - t0
-            rate = spent_running / done_cost if done_cost and spent_running > 1 else None
-            remaining = "?" if rate is None else _fmt(rate * (total_cost - done_cost))
-            if marker.exists():
-                self.results[stage.name] = json.loads(marker.read_text())["metrics"]
-                self.echo(f"[stage {i}/{len(self.stages)}] {stage.name}: cached ({out.name})")
-                total_cost -= stage.cost
+        progress = {"done_cost": 0.0, "spent": 0.0, "total": total_cost}
+        t0 = time.time()
+        pending = list(enumerate(self.stages, 1))
+        running: dict[str, tuple] = {}
+        failure = None
+        while pending or running:
+            started = False
+            for item in list(pending):
+                i, stage = item
+                out = self._dirs[stage.name]
+                if (out / "stage.json").exists():
+                    self.results[stage.name] = json.loads((out / "stage.json").read_text())["metrics"]
+                    self.echo(f"[stage {i}/{len(self.stages)}] {stage.name}: cached ({out.name})")
+                    progress["total"] -= stage.cost
+                    pending.remove(item)
+                    continue
+                if failure is not None:
+                    break
+                if any(d not in self.results for d in stage.deps):
+                    if jobs <= 1:
+                        break
+                    continue
+                held = sum(r[1].threads or cores for r in running.values())
+                if running and (len(running) >= jobs or held + (stage.threads or cores) > cores):
+                    break
+                pending.remove(item)
+                running[stage.name] = (i, stage, *self._start(i, stage, t0, progress))
+                started = True
+                if jobs <= 1:
+                    break
+            if not running:
+                if pending and failure is None and not started:
+                    raise RuntimeError(f"stages {[s.name for _, s in pending]} wait on stages that did not run")
+                if failure is not None or not pending:
+                    break
                 continue
-            self.echo(f"[stage {i}/{len(self.stages)}] {stage.name}: running | elapsed {_fmt(elapsed)} | "
-                      f"est. remaining {remaining}")
-            out.mkdir(parents=True, exist_ok=True)
-            argv = self._expand(stage.argv, out)
-            resumed = bool(stage.resume_argv and stage.resume_marker and (out / stage.resume_marker).exists())
-            if resumed:
-                argv += self._expand(stage.resume_argv, out)
-                self.echo(f"    resuming the interrupted run in {out}")
-            cmd = [self.python, *argv]
-            s0, c0 = time.time(), _children_cpu_seconds()
-            env = {**os.environ, **dict(zip(stage.env, self._expand(list(stage.env.values()), out), strict=True))}
-            with open(out / "stage.log", "a") as log:
-                log.write("$ " + " ".join(cmd) + "\n")
-                log.flush()
-                proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=_PROJECT_ROOT, env=env)
-            dt, cpu = time.time() - s0, _children_cpu_seconds() - c0
-            if proc.returncode != 0:
-                tail = (out / "stage.log").read_text().splitlines()[-25:]
-                raise RuntimeError(f"stage {stage.name!r} failed (exit {proc.returncode}); log: {out / 'stage.log'}\n"
-                                   + "\n".join(tail))
-            metrics = stage.parse(out) if stage.parse else {}
-            _atomic_write_json(marker, {"name": stage.name, "argv": argv, "seconds": round(dt, 1),
-                                        "cpu_seconds": round(cpu, 1), "resumed": resumed, "metrics": metrics})
-            self.results[stage.name] = metrics
-            if resumed:  # only part of its work ran: it would skew the seconds-per-cost rate
-                total_cost -= stage.cost
-            else:
-                spent_running += dt
-                done_cost += stage.cost
-            shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, int | float))
-            self.echo(f"    done in {_fmt(dt)}" + (f": {shown}" if shown else ""))
+            finished = self._wait(running)
+            i, stage, proc, log, s0, argv, resumed = running.pop(finished)
+            error = self._finish(stage, proc, log, s0, argv, resumed, progress)
+            if error is not None and failure is None:
+                failure = error
+        if failure is not None:
+            raise failure
         return self.results
+
+    def _start(self, i: int, stage: Stage, t0: float, progress: dict):
+        out = self._dirs[stage.name]
+        rate = progress["spent"] / progress["done_cost"] if progress["done_cost"] and progress["spent"] > 1 else None
+        remaining = "?" if rate is None else _fmt(rate * (progress["total"] - progress["done_cost"]))
+        self.echo(f"[stage {i}/{len(self.stages)}] {stage.name}: running | elapsed {_fmt(time.time() - t0)} | "
+                  f"est. remaining {remaining}")
+        out.mkdir(parents=True, exist_ok=True)
+        argv = self._expand(stage.argv, out)
+        resumed = bool(stage.resume_argv and stage.resume_marker and (out / stage.resume_marker).exists())
+        if resumed:
+            argv += self._expand(stage.resume_argv, out)
+            self.echo(f"    resuming the interrupted run in {out}")
+        cmd = [self.python, *argv]
+        env = {**os.environ, **dict(zip(stage.env, self._expand(list(stage.env.values()), out), strict=True))}
+        if stage.threads:
+            env.update({"OMP_NUM_THREADS": str(stage.threads), "MKL_NUM_THREADS": str(stage.threads)})
+        log = open(out / "stage.log", "a")  # noqa: SIM115 (closed in _finish)
+        log.write("$ " + " ".join(cmd) + "\n")
+        log.flush()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=_PROJECT_ROOT, env=env)
+        return proc, log, time.time(), argv, resumed
+
+    @staticmethod
+    def _wait(running: dict) -> str:
+        """The name of a running stage whose process ended (reaped here with its own CPU time, ``proc.cpu``)."""
+        while True:
+            for name, entry in running.items():
+                proc = entry[2]
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    proc.returncode = os.waitstatus_to_exitcode(status)
+                    proc.cpu = usage.ru_utime + usage.ru_stime
+                    return name
+            time.sleep(0.2)
+
+    def _finish(self, stage: Stage, proc, log, s0: float, argv: list[str], resumed: bool, progress: dict):
+        out = self._dirs[stage.name]
+        dt = time.time() - s0
+        log.close()
+        if proc.returncode != 0:
+            tail = (out / "stage.log").read_text().splitlines()[-25:]
+            return RuntimeError(f"stage {stage.name!r} failed (exit {proc.returncode}); log: {out / 'stage.log'}\n"
+                                + "\n".join(tail))
+        metrics = stage.parse(out) if stage.parse else {}
+        record = {"name": stage.name, "argv": argv, "seconds": round(dt, 1), "cpu_seconds": round(proc.cpu, 1),
+                  "resumed": resumed,
+                  "threads": stage.threads or None, "metrics": metrics}
+        _atomic_write_json(out / "stage.json", record)
+        self.results[stage.name] = metrics
+        if resumed:  # only part of its work ran: it would skew the seconds-per-cost rate
+            progress["total"] -= stage.cost
+        else:
+            progress["spent"] += dt
+            progress["done_cost"] += stage.cost
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, int | float))
+        self.echo(f"    {stage.name} done in {_fmt(dt)}" + (f": {shown}" if shown else ""))
+        return None
 
     def finished(self) -> list[Stage]:
         return [s for s in self.stages if (self._dirs[s.name] / "stage.json").exists()]

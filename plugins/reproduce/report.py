@@ -15,11 +15,11 @@ from .study import (
     DET_ABLATION_ROWS,
     RANDOM_ROW,
     STACKED_ROWS,
-    TRANSFER_ROWS,
     TWEAK_ROWS,
     cls_stage_name,
     det_ablation_stage_name,
-    slug,
+    transfer_rows,
+    transfer_slug,
 )
 
 # The paper's efficient-training comparison: the same ResNet-B, baseline (float32, batch b, no tricks) against
@@ -41,17 +41,18 @@ def _cell(values: list[float]) -> str:
     return f"{mean:.2f} ± {sd:.2f}" if len(values) > 1 else f"{mean:.2f}"
 
 
-def collect(results: dict[str, dict], seeds, transfer_seeds=None) -> dict:
-    """Per-table, per-row lists of the metric over seeds (the transfer tables: over ``transfer_seeds``)."""
-    transfer_seeds = seeds if transfer_seeds is None else transfer_seeds
+def collect(results: dict[str, dict], preset) -> dict:
+    """Per-table, per-row lists of the metric over seeds (the transfer tables: over the detector seeds)."""
+    seeds, transfer_seeds = list(preset.seeds), list(preset.transfer_seeds)
+    labels = list(transfer_rows(preset))
 
     def over_seeds(fmt, key, over=seeds):
         vals = [results[fmt.format(s=s)].get(key) for s in over if fmt.format(s=s) in results]
         return [v for v in vals if v is not None and not math.isnan(v)]
 
     def transfer(prefix, keys):
-        return {r: {name: over_seeds(f"{prefix}-{slug(r)}-s{{s}}", key, transfer_seeds) for name, key in keys.items()}
-                for r in TRANSFER_ROWS}
+        return {r: {name: over_seeds(f"{prefix}-{transfer_slug(r)}-s{{s}}", key, transfer_seeds)
+                    for name, key in keys.items()} for r in labels}
 
     tables = {
         "model_tweaks": {v: {"top1": over_seeds(f"cls-tweak-{v}-s{{s}}", "val_top1")} for v in TWEAK_ROWS},
@@ -66,6 +67,7 @@ def collect(results: dict[str, dict], seeds, transfer_seeds=None) -> dict:
     }
     tables["teacher"] = {"teacher": {"top1": [results[f"cls-teacher-s{s}"]["val_top1"] for s in seeds
                                               if f"cls-teacher-s{s}" in results]}}
+    tables["detection_mmdet"] = {r: v for r, v in tables["detection_mmdet"].items() if any(v.values())}
     return tables
 
 
@@ -85,7 +87,22 @@ def _delta(cur: list[float], prev: list[float]) -> str:
 # The row each stacked row adds one trick to, where it is not the row above: "+ mixup" is label smoothing's row
 # plus mixup (no teacher), "+ distillation + mixup" is "+ mixup" plus the teacher. Every Δ, ours and the paper's,
 # is against this row.
-BASE_ROW = {"+ mixup": "+ label smoothing", "+ distillation + mixup": "+ mixup"}
+BASE_ROW = {"+ mixup": "+ label smoothing", "+ distillation": "+ label smoothing",
+            "+ distillation + mixup": "+ mixup"}
+
+
+def _paper_row(label: str) -> str:
+    """The paper's row of a row label with a budget ("+ cosine @32" -> "+ cosine")."""
+    return label.rpartition(" @")[0] or label
+
+
+def _base_of(name: str, names: list[str], i: int) -> str | None:
+    """The row ``name`` adds one trick to: ``BASE_ROW``'s (with the same budget suffix), else the row above."""
+    row = _paper_row(name)
+    base = BASE_ROW.get(row)
+    if base is not None and base + name[len(row):] in names:
+        return base + name[len(row):]
+    return names[i - 1] if i else None
 
 
 def _table(title, rows, metric_cols, ref=None, ref_fmt=None, delta_key=None):
@@ -100,11 +117,11 @@ def _table(title, rows, metric_cols, ref=None, ref_fmt=None, delta_key=None):
     names = list(rows)
     for i, name in enumerate(names):
         vals = rows[name]
-        base = BASE_ROW.get(name) if BASE_ROW.get(name) in rows else (names[i - 1] if i else None)
+        base = _base_of(name, names, i)
         cells = [name] + [(_cell(vals[k]) if vals[k] else "n/a") for k, _ in metric_cols]
         cells += ["" if base is None else _delta(vals[delta_key], rows[base][delta_key]), base or ""]
         if ref is not None:
-            r, rb = ref.get(name), ref.get(base) if base else None
+            r, rb = ref.get(_paper_row(name)), ref.get(_paper_row(base)) if base else None
             rv = r[ref_fmt] if isinstance(r, tuple) else r
             bv = rb[ref_fmt] if isinstance(rb, tuple) else rb
             cells += ["" if r is None else (" / ".join(f"{x:.2f}" for x in r) if isinstance(r, tuple) else f"{r:.2f}"),
@@ -153,21 +170,25 @@ def spearman(x: list[float], y: list[float]) -> float | None:
     return statistics.correlation(ranks(x), ranks(y))
 
 
-def transfer_vs_top1(tables: dict, results: dict, seed: int) -> dict:
-    """Per pre-trained backbone: its classification top-1 (seed ``seed``, the backbone every transfer run used)
-    and the mean transfer metrics; with Spearman's ρ of top-1 against each, ours and the paper's."""
-    rows = [r for r in TRANSFER_ROWS if r != RANDOM_ROW]
-    out = {"rows": {}, "rho": {}, "paper_rho": {}}
-    for r in rows:
-        top1 = results.get(cls_stage_name(r, seed), {}).get("val_top1")
-        values = {title: _stats(tables[t][r][m])[0] if tables[t][r][m] else None for t, m, title in TRANSFER_METRICS}
+def transfer_vs_top1(tables: dict, results: dict, preset) -> dict:
+    """Per pre-trained backbone: its classification top-1 (the first seed's, the backbone every transfer run
+    used) and the mean transfer metrics, with Spearman's ρ of top-1 against each over the rows a table has; the
+    paper's ρ over its rows that are among them."""
+    rows = {label: src for label, (src, _) in transfer_rows(preset).items() if src is not None}
+    out = {"rows": {}, "rho": {}, "paper_rho": {}, "n": {}}
+    for r, src in rows.items():
+        top1 = results.get(src, {}).get("val_top1")
+        values = {title: _stats(tables[t][r][m])[0] if tables[t].get(r, {}).get(m) else None
+                  for t, m, title in TRANSFER_METRICS}
         out["rows"][r] = {"top1": top1, **values}
-    paper_top1 = [reference.STACKED_TOP1[r] for r in rows]
     for t, _, title in TRANSFER_METRICS:
         pairs = [(v["top1"], v[title]) for v in out["rows"].values() if v["top1"] is not None and v[title] is not None]
-        out["rho"][title] = spearman([a for a, _ in pairs], [b for _, b in pairs]) if len(pairs) == len(rows) else None
-        paper = [reference.DETECTION_MAP[r] if t.startswith("detection") else reference.SEGMENTATION[r][1] for r in rows]
-        out["paper_rho"][title] = spearman(paper_top1, paper)
+        out["rho"][title] = spearman([a for a, _ in pairs], [b for _, b in pairs])
+        out["n"][title] = len(pairs)
+        paper_map = reference.DETECTION_MAP if t.startswith("detection") else {
+            k: v[1] for k, v in reference.SEGMENTATION.items()}
+        known = [_paper_row(r) for r, v in out["rows"].items() if v[title] is not None and _paper_row(r) in paper_map]
+        out["paper_rho"][title] = spearman([reference.STACKED_TOP1[r] for r in known], [paper_map[r] for r in known])
     return out
 
 
@@ -182,10 +203,10 @@ def _transfer_vs_top1_section(data: dict, seed: int) -> str:
     def rho(x):
         return "n/a" if x is None else f"{x:+.2f}"
 
-    lines += ["", "Spearman's rank correlation of top-1 with each transfer metric over these "
-              f"{len(data['rows'])} backbones: " + ", ".join(f"{t} ρ = {rho(data['rho'][t])}" for t in titles)
-              + " (the paper's same rows: " + ", ".join(f"{rho(data['paper_rho'][t])}" for t in titles)
-              + "). With 5 backbones ρ moves in steps of 0.1; only ±1 or near it says much.", ""]
+    lines += ["", "Spearman's rank correlation of top-1 with each transfer metric over the backbones it has: "
+              + ", ".join(f"{t} ρ = {rho(data['rho'][t])} ({data['n'][t]} rows)" for t in titles)
+              + " (the paper's rows among them: " + ", ".join(f"{rho(data['paper_rho'][t])}" for t in titles)
+              + "). With n backbones ρ moves in steps of 6/(n³-n); only ±1 or near it says much.", ""]
     return "\n".join(lines)
 
 
@@ -240,14 +261,14 @@ def write_report(run_dir: Path, preset, results: dict[str, dict], meta: dict,
         cpu = stage_seconds(run_dir, sorted(results), stage_dirs, key="cpu_seconds")
         meta = {**meta, "stage_time": None if spent is None else f"{spent / 60:.1f} min",
                 "stage_cpu_time": None if cpu is None else f"{cpu / 3600:.2f} h"}
-    tables = collect(results, seeds, list(preset.transfer_seeds))
+    tables = collect(results, preset)
     tables.update(collect_det_ablation(results, list(preset.transfer_seeds)))
     out = {"preset": preset.to_dict(), "meta": meta, "tables": tables, "stages": results}
     tmp = run_dir / "results.json.tmp"
     tmp.write_text(json.dumps(out, indent=2, sort_keys=True))
     os.replace(tmp, run_dir / "results.json")
     figures = _figures(run_dir, tables, results, seeds)
-    figures += _scatter(run_dir, transfer_vs_top1(tables, results, seeds[0]), tables, seeds[0])
+    figures += _scatter(run_dir, transfer_vs_top1(tables, results, preset), tables, seeds[0])
     spread = "mean ± standard deviation over seeds " + str(seeds) if len(seeds) > 1 else f"one seed ({seeds[0]})"
     md = [f"# Bag of tricks, reproduced small: preset `{preset.name}`", "",
           f"Command: `{meta['command']}`" + (f" at commit {meta['commit']}" if meta.get("commit") else "") + "  ",
@@ -282,7 +303,7 @@ def write_report(run_dir: Path, preset, results: dict[str, dict], meta: dict,
           _table("Transfer: FCN, MMSegmentation (pixel accuracy %, mIoU %)", tables["segmentation_mmseg"],
                  [("pixel_acc", "pixel acc"), ("mIoU", "mIoU")], reference.SEGMENTATION, 1, delta_key="mIoU"),
           *det_ablation_section(tables, preset),
-          _transfer_vs_top1_section(transfer_vs_top1(tables, results, preset.seeds[0]), preset.seeds[0]),
+          _transfer_vs_top1_section(transfer_vs_top1(tables, results, preset), preset.seeds[0]),
           "## Figures", ""]
     md += [f"![{name}]({name})" for name in figures]
     (run_dir / "report.md.tmp").write_text("\n".join(md) + "\n")
@@ -409,13 +430,13 @@ def _scatter(run_dir: Path, data: dict, tables: dict, seed: int) -> list[str]:
     fig, axes = plt.subplots(1, len(TRANSFER_METRICS), figsize=(11, 3.4))
     for ax, (table, metric, title) in zip(axes, TRANSFER_METRICS, strict=True):
         for r, v in rows.items():
-            values = tables[table][r][metric]
+            values = tables[table].get(r, {}).get(metric)
             if not values:
                 continue
             mean, sd = _stats(values)
             ax.errorbar(v["top1"], mean, yerr=sd if len(values) > 1 else None, fmt="o", capsize=3)
             ax.annotate(r, (v["top1"], mean), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        control = tables[table][RANDOM_ROW][metric]
+        control = tables[table].get(RANDOM_ROW, {}).get(metric)
         if control:
             ax.axhline(_stats(control)[0], color="grey", ls="--", lw=1, label=f"{RANDOM_ROW} (no transfer)")
             ax.legend(fontsize=7, loc="best")

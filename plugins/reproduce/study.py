@@ -1,21 +1,27 @@
 """The stages of the paper's study at small scale: classification tables, then transfer to detection/segmentation.
 
-Classification (timm_ext on Fashion-MNIST):
+Classification (timm_ext on Fashion-MNIST items on photos), every run logging per epoch its validation top-1
+and calibration error and the clean top-1 of a fixed training subset (the train-val gap):
   model tweaks   ResNet-A, B, C, D, each with the efficient recipe;
   stacked table  B-standard -> D-efficient -> + cosine -> + label smoothing -> + distillation -> + mixup
-                 -> + distillation + mixup (teacher: a deeper tricks_* model trained with cosine and smoothing).
+                 -> + distillation + mixup (teacher: a deeper tricks_* model trained with cosine and smoothing
+                 for the longest budget);
+  budget ladder  D-efficient, + cosine, + label smoothing, + mixup and + distillation, each trained with its
+                 schedule fitted to every budget of ``Preset.ladder`` (a budget's point is a run of that length,
+                 not an epoch of a longer run), and the standard baseline at ``Preset.standard_budgets``: where
+                 each trick starts to pay, and efficient training against seconds and updates.
 Detection ablation (the Bag of Freebies' Faster R-CNN rows on the D-efficient backbone, :func:`det_ablation_stages`):
   baseline -> + cosine -> + label smoothing -> + detection mixup (per-box weights) and, beside it, mixup with
   the anchors' fixed 0.5 blend.
-Transfer (the exported backbone of B-standard, D-efficient, + cosine, + label smoothing, + mixup, and a
-  randomly initialised ResNet-D as the control): Faster R-CNN in MMDetection and Detectron2 (box mAP) and FCN in
-  MMSegmentation (pixel accuracy, mIoU) on the fashion scenes, with the detector/segmenter recipe held fixed so
-  that only the backbone changes (recipe files, :func:`transfer_recipes`, which each adapter lays over its
-  config); one run per detector seed, all from the first classification seed's backbones.
+Transfer (:func:`transfer_rows`: a randomly initialised ResNet-D as the control, B-standard, and the stack's
+  rows of the longest budget): Faster R-CNN in Detectron2 (and MMDetection on ``Preset.mmdet_transfer_rows``)
+  (box mAP) and FCN in MMSegmentation (pixel accuracy, mIoU) on the fashion scenes, with the detector/segmenter
+  recipe held fixed so that only the backbone changes (recipe files, :func:`transfer_recipes`, which each adapter
+  lays over its config); one run per detector seed, all from the first classification seed's backbones.
 
 The classification data are the fashion photos (``plugins.data.fashion_photos``: Fashion-MNIST items rendered
 on photo crops exactly as the scenes render them), so that pre-training and transfer share a domain, as
-ImageNet and VOC do.
+ImageNet and VOC do. Every stage runs with a fixed number of threads (``Stage.threads``).
 """
 
 from __future__ import annotations
@@ -35,8 +41,9 @@ from .presets import Preset
 TWEAK_ROWS = ["A", "B", "C", "D"]
 STACKED_ROWS = ["B-standard", "D-efficient", "+ cosine", "+ label smoothing", "+ distillation", "+ mixup",
                 "+ distillation + mixup"]
+# The budget ladder: the stack's rows, each trained with its schedule fitted to every budget of Preset.ladder
+LADDER_ROWS = ["D-efficient", "+ cosine", "+ label smoothing", "+ mixup", "+ distillation"]
 RANDOM_ROW = "random init (D)"  # the control: the same detector from a randomly initialised ResNet-D
-TRANSFER_ROWS = [RANDOM_ROW, "B-standard", "D-efficient", "+ cosine", "+ label smoothing", "+ mixup"]
 
 # The project packages each kind of stage runs (mm_ext and d2_ext build their backbones with timm_ext).
 TIMM_SOURCES = ("plugins", "timm_ext")
@@ -71,10 +78,12 @@ def _milestones(epochs: int) -> list[int]:
     return sorted({min(epochs, max(1, round(epochs * f))) for f in (0.5, 0.75)})
 
 
-def recipes(p: Preset) -> dict[str, dict]:
-    """The recipe of every classification row (plugins.recipe.Recipe fields)."""
-    standard = dict(variant="b", base_lr=0.1, base_batch_size=256, batch_size=p.batch_size // 4, epochs=p.epochs,
-                    warmup_epochs=0, schedule="step", step_milestones=_milestones(p.epochs), step_gamma=0.1,
+def recipes(p: Preset, epochs: int | None = None) -> dict[str, dict]:
+    """The recipe of every classification row (plugins.recipe.Recipe fields), its schedule fitted to ``epochs``
+    (default: the base tables' ``p.epochs``)."""
+    epochs = epochs or p.epochs
+    standard = dict(variant="b", base_lr=0.1, base_batch_size=256, batch_size=p.batch_size // 4, epochs=epochs,
+                    warmup_epochs=0, schedule="step", step_milestones=_milestones(epochs), step_gamma=0.1,
                     momentum=0.9, nesterov=True, weight_decay=1e-4, no_bias_decay=False, zero_gamma=False,
                     label_smoothing=0.0, label_smoothing_form="paper", mixup_alpha=0.0, amp=False)
     # The paper's "efficient" row: 4x the batch with linear scaling, warmup, zero gamma, no bias decay and low
@@ -109,14 +118,22 @@ CLS_RUN = "train"
 
 
 def parse_classification(out: Path) -> dict:
-    """The stage's figures from timm's summary.csv (eval_top1, eval_top5, train_loss) and our images_per_s."""
+    """The stage's figures from timm's summary.csv: the last epoch's eval_top1, eval_top5, train_loss, the median
+    images_per_s, and every numeric column per epoch (``per_epoch``: validation top-1 and calibration error, the
+    clean training-subset top-1, epoch wall and CPU seconds, ...), which the ladder and time-to-accuracy read."""
     with open(out / CLS_RUN / "summary.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     top1 = [float(r["eval_top1"]) for r in rows]
     speed = [float(r["images_per_s"]) for r in rows if r.get("images_per_s")]
+    per_epoch: dict[str, list[float | None]] = {}
+    for column in rows[0]:
+        try:
+            per_epoch[column] = [float(r[column]) if r.get(column) not in (None, "") else None for r in rows]
+        except ValueError:
+            continue
     return {"val_top1": top1[-1], "best_top1": max(top1), "val_top5": float(rows[-1]["eval_top5"]),
             "train_loss": float(rows[-1]["train_loss"]), "curve": top1,
-            "images_per_s": statistics.median(speed) if speed else None}
+            "images_per_s": statistics.median(speed) if speed else None, "per_epoch": per_epoch}
 
 
 def _last_json_lines(path: Path) -> list[dict]:
@@ -209,98 +226,142 @@ def _d2_options(p: Preset) -> list[str]:
             "MODEL.PIXEL_MEAN", str(mean), "MODEL.PIXEL_STD", str(std)]
 
 
+def cls_stage_name(row: str, seed: int, epochs: int | None = None) -> str:
+    """The stage of a classification row; ``epochs`` names a ladder budget other than the base tables' one."""
+    if epochs is not None:
+        return f"cls-{slug(row)}-e{epochs}-s{seed}"
+    if row == "D-efficient":
+        return f"cls-tweak-D-s{seed}"
+    if row == "teacher":
+        return f"cls-teacher-s{seed}"
+    return f"cls-{slug(row)}-s{seed}"
+
+
+def budget_stage_name(p: Preset, row: str, seed: int, epochs: int) -> str:
+    """The stage of ``row`` at a budget: the base tables' own run at ``p.epochs``."""
+    return cls_stage_name(row, seed, None if epochs == p.epochs else epochs)
+
+
+def transfer_rows(p: Preset) -> dict[str, tuple[str | None, str]]:
+    """The backbones that transfer, ``label -> (classification stage or None, model)``: the random-init control,
+    the standard baseline of the base budget and the stack's rows of the longest budget (first seed)."""
+    s0, longest = p.seeds[0], p.longest
+    rows = {RANDOM_ROW: (None, p.model + "d"),
+            f"B-standard @{p.epochs}": (budget_stage_name(p, "B-standard", s0, p.epochs), p.model + "b")}
+    for row in LADDER_ROWS:
+        rows[f"{row} @{longest}"] = (budget_stage_name(p, row, s0, longest), p.model + "d")
+    return rows
+
+
+def transfer_slug(label: str) -> str:
+    if label == RANDOM_ROW:
+        return "random-init"
+    row, _, epochs = label.rpartition(" @")
+    return f"{slug(row)}-e{epochs}"
+
+
+def _mmdet_runs(p: Preset, label: str) -> bool:
+    return label == RANDOM_ROW or label.rpartition(" @")[0] in p.mmdet_transfer_rows
+
+
 def build_stages(p: Preset, run_dir: Path) -> list[Stage]:
-    rec = recipes(p)
+    budgets = {e for e, _ in p.ladder}
+    if p.ladder and (p.epochs not in budgets or not set(dict(p.ladder)[p.epochs]) <= set(p.seeds)):
+        raise ValueError(f"preset {p.name}: the ladder's budget {p.epochs} (the base tables') must use seeds among "
+                         f"{p.seeds}")
     transfer = {k: _write_recipe(run_dir, k, v) for k, v in transfer_recipes(p).items()}
     per_epoch = ["--recipe-iters-per-epoch", str(transfer_iters_per_epoch(p))]
     stages: list[Stage] = []
     # timm's loop with the paper's data pipeline: the photos in memory, flips only (a full-image crop, no colour
-    # jitter), one kept epoch checkpoint; timm's files in {out}/train/, the backbone in {out}/backbone.pth.
+    # jitter), one kept epoch checkpoint; timm's files in {out}/train/, the backbone in {out}/backbone.pth; after
+    # every epoch the clean top-1 of a fixed training subset and the calibration error (summary.csv).
     common = ["--dataset", p.dataset, "--img-size", str(p.img_size), "--in-chans", "3",
               "--train-subset", str(p.train_subset), "--val-subset", str(p.val_subset),
               "--scale", "1", "1", "--ratio", "1", "1", "--color-jitter", "0", "--checkpoint-hist", "1",
+              "--train-clean-subset", str(p.clean_subset), "--ece-bins", str(p.ece_bins),
               "--no-progress", "--output", "{out}", "--experiment", CLS_RUN, "--export-backbone", "{out}/backbone.pth"]
 
     # Stage costs are seconds on an idle 2-core CPU, fitted to measured stage times (transfer: about 0.065 s per
     # training image in each framework, MMDetection with torchvision's ops). They only drive the remaining-time
     # estimate, which rescales them by the measured rate.
-    images = ((p.train_subset or 60000) * p.epochs + (p.val_subset or 10000) * p.epochs) * (p.img_size / 28) ** 2
-    cls_cost = 8 + images / 900
+    def cls_cost(epochs: int) -> float:
+        images = ((p.train_subset or 60000) + (p.val_subset or 10000) + p.clean_subset) * epochs
+        return 8 + images * (p.img_size / 28) ** 2 / 900
 
-    def cls_stage(name: str, row: str, model: str, seed: int, extra=(), deps=(), cost=cls_cost) -> Stage:
-        recipe = _write_recipe(run_dir, row, rec[row])
-        fast = ["--channels-last"] if rec[row]["amp"] else []  # with bfloat16 autocast, as the paper's FP16 + NHWC
-        return Stage(name=name, argv=["-m", "timm_ext.train", "--model", model, "--recipe", recipe,
-                                      "--seed", str(seed), *common, *fast, *extra],
+    teacher = cls_stage_name("teacher", p.seeds[0])  # one teacher, trained for the longest budget
+    kd = ["--kd-teacher", "{dep:" + teacher + "}/" + CLS_RUN + "/model_best.pth.tar", "--kd-temperature", "20"]
+
+    def cls_stage(row: str, seed: int, epochs: int | None = None, name: str | None = None) -> Stage:
+        rec = recipes(p, epochs)[row]
+        recipe = _write_recipe(run_dir, row, rec)
+        fast = ["--channels-last"] if rec["amp"] else []  # with bfloat16 autocast, as the paper's FP16 + NHWC
+        distil = "distillation" in row
+        variant = "b" if row == "B-standard" else "d"
+        if row.startswith("tweak-"):
+            variant = row[-1].lower()
+        model = p.teacher_model + "d" if row == "teacher" else p.model + variant
+        cost = cls_cost(rec["epochs"]) * (1.7 if row == "teacher" else 1.4 if distil else 1.0)
+        return Stage(name=name or cls_stage_name(row, seed, epochs),
+                     argv=["-m", "timm_ext.train", "--model", model, "--recipe", recipe, "--seed", str(seed), *common,
+                           *fast, *(kd if distil else [])],
                      cost=cost / (2.0 if fast else 1.0),  # bench_low_precision.py: 2.46x per step, less overall
-                     deps=list(deps), resume_argv=["--resume", "{out}/" + CLS_RUN + "/last.pth.tar"],
-                     resume_marker=CLS_RUN + "/last.pth.tar", parse=parse_classification, sources=TIMM_SOURCES)
+                     deps=[teacher] if distil else [], resume_argv=["--resume", "{out}/" + CLS_RUN + "/last.pth.tar"],
+                     resume_marker=CLS_RUN + "/last.pth.tar", parse=parse_classification, sources=TIMM_SOURCES,
+                     threads=p.threads)
 
+    stages.append(cls_stage("teacher", p.seeds[0]))
     for seed in p.seeds:
-        s = f"s{seed}"
-        teacher = f"cls-teacher-{s}"
-        stages.append(cls_stage(teacher, "teacher", p.teacher_model + "d", seed,
-                                cost=1.7 * cls_cost * p.teacher_epochs / p.epochs))
         for v in TWEAK_ROWS:
-            stages.append(cls_stage(f"cls-tweak-{v}-{s}", f"tweak-{v}", p.model + v.lower(), seed))
+            stages.append(cls_stage(f"tweak-{v}", seed, name=cls_stage_name(f"tweak-{v}", seed)))
         for row in STACKED_ROWS:
-            if row == "D-efficient":
-                continue  # the same run as the tweak table's D row
-            kd = row.endswith("distillation") or "distillation +" in row
-            variant = "b" if row == "B-standard" else "d"
-            extra = (["--kd-teacher", "{dep:" + teacher + "}/" + CLS_RUN + "/model_best.pth.tar", "--kd-temperature",
-                      "20"] if kd else [])
-            stages.append(cls_stage(f"cls-{slug(row)}-{s}", row, p.model + variant, seed, extra,
-                                    deps=[teacher] if kd else [], cost=cls_cost * (1.4 if kd else 1.0)))
+            if row != "D-efficient":  # the same run as the tweak table's D row
+                stages.append(cls_stage(row, seed))
+    for epochs, seeds in p.ladder:
+        if epochs != p.epochs:
+            stages.extend(cls_stage(row, seed, epochs) for seed in seeds for row in LADDER_ROWS)
+    for epochs, seeds in p.standard_budgets:
+        if epochs != p.epochs:
+            stages.extend(cls_stage("B-standard", seed, epochs) for seed in seeds)
 
     scenes = "data-fashion-scenes"
     stages.append(Stage(name=scenes, argv=["-m", "plugins.data.scenes", "--out", "{out}", "--train",
                                            str(p.scenes_train), "--val", str(p.scenes_val), "--image-size",
                                            str(p.scene_size), "--seed", "0"],
-                        cost=3 + (p.scenes_train + p.scenes_val) / 100, sources=("plugins",), pack=False))
+                        cost=3 + (p.scenes_train + p.scenes_val) / 100, sources=("plugins",), pack=False, threads=1))
     data = "{dep:" + scenes + "}"
-    backbone_seed = p.seeds[0]
     for seed in p.transfer_seeds:
         s = f"s{seed}"
-        for row in TRANSFER_ROWS:
-            if row == RANDOM_ROW:
-                src, model, deps = None, p.model + "d", [scenes]
-            else:
-                src = cls_stage_name(row, backbone_seed)
-                model, deps = p.model + ("b" if row == "B-standard" else "d"), [src, scenes]
+        for label, (src, model) in transfer_rows(p).items():
+            deps = [scenes] if src is None else [src, scenes]
             mm_ckpt = "None" if src is None else "{dep:" + src + "}/backbone.pth"
             d2_ckpt = "" if src is None else mm_ckpt
+            name = transfer_slug(label)
+            if _mmdet_runs(p, label):
+                stages.append(Stage(
+                    name=f"det-mmdet-{name}-{s}",
+                    argv=["-m", "mm_ext.train", MMDET_CONFIG, "--work-dir", "{out}", "--recipe", transfer["detector"],
+                          *per_epoch, "--cfg-options", f"model.backbone.model_name={model}",
+                          f"model.backbone.checkpoint={mm_ckpt}", *_mm_options(p, p.det_iters),
+                          f"randomness.seed={seed}"],
+                    deps=deps, parse=parse_mm, cost=25 + p.det_iters * p.transfer_batch * 0.07,
+                    env={"FASHION_SCENES_ROOT": data + "/"}, sources=MM_SOURCES, threads=1))
             stages.append(Stage(
-                name=f"det-mmdet-{slug(row)}-{s}",
-                argv=["-m", "mm_ext.train", MMDET_CONFIG, "--work-dir", "{out}", "--recipe", transfer["detector"],
-                      *per_epoch, "--cfg-options", f"model.backbone.model_name={model}",
-                      f"model.backbone.checkpoint={mm_ckpt}", *_mm_options(p, p.det_iters),
-                      f"randomness.seed={seed}"],
-                deps=deps, parse=parse_mm, cost=25 + p.det_iters * p.transfer_batch * 0.07,
-                env={"FASHION_SCENES_ROOT": data + "/"}, sources=MM_SOURCES))
-            stages.append(Stage(
-                name=f"det-d2-{slug(row)}-{s}",
+                name=f"det-d2-{name}-{s}",
                 argv=["-m", "d2_ext.train_net", "--config-file", D2_CONFIG, "--scenes-root", data,
-                      "--recipe", transfer["detector"], "OUTPUT_DIR", "{out}", "TRICKS.TIMM.MODEL_NAME", model, "TRICKS.TIMM.CHECKPOINT", d2_ckpt,
-                      *_d2_options(p), "SEED", str(seed)],
+                      "--recipe", transfer["detector"], "OUTPUT_DIR", "{out}", "TRICKS.TIMM.MODEL_NAME", model,
+                      "TRICKS.TIMM.CHECKPOINT", d2_ckpt, *_d2_options(p), "SEED", str(seed)],
                 deps=deps, parse=parse_d2, cost=12 + p.det_iters * p.transfer_batch * 0.065,
-                sources=D2_SOURCES))
+                sources=D2_SOURCES, threads=1))
             stages.append(Stage(
-                name=f"seg-mmseg-{slug(row)}-{s}",
+                name=f"seg-mmseg-{name}-{s}",
                 argv=["-m", "mm_ext.train", MMSEG_CONFIG, "--work-dir", "{out}", "--recipe", transfer["segmenter"],
                       *per_epoch, "--cfg-options", f"model.backbone.model_name={model}",
                       f"model.backbone.checkpoint={mm_ckpt}", *_mm_options(p, p.seg_iters),
                       f"randomness.seed={seed}"],
                 deps=deps, parse=parse_mm, cost=20 + p.seg_iters * p.transfer_batch * 0.062,
-                env={"FASHION_SCENES_ROOT": data + "/"}, sources=MM_SOURCES))
+                env={"FASHION_SCENES_ROOT": data + "/"}, sources=MM_SOURCES, threads=1))
     stages.extend(det_ablation_stages(p, run_dir))
     return stages
-
-
-def cls_stage_name(row: str, seed: int) -> str:
-    if row == "D-efficient":
-        return f"cls-tweak-D-s{seed}"
-    return f"cls-{slug(row)}-s{seed}"
 
 
 # The Bag of Freebies' Faster R-CNN ablation (Zhang et al. 2019), on the D-efficient backbone of the first seed:
@@ -347,7 +408,7 @@ def det_ablation_stages(p: Preset, run_dir: Path) -> list[Stage]:
                           f"model.backbone.model_name={model}", f"model.backbone.checkpoint={checkpoint}",
                           *_mm_options(p, p.det_iters), f"randomness.seed={seed}"],
                     deps=[backbone, scenes], parse=parse_mm, cost=25 + p.det_iters * p.transfer_batch * 0.07,
-                    env={"FASHION_SCENES_ROOT": data + "/"}, sources=MM_SOURCES))
+                    env={"FASHION_SCENES_ROOT": data + "/"}, sources=MM_SOURCES, threads=1))
             if "d2" in p.det_ablation_frameworks:
                 stages.append(Stage(
                     name=det_ablation_stage_name("d2", row, seed),
@@ -356,5 +417,5 @@ def det_ablation_stages(p: Preset, run_dir: Path) -> list[Stage]:
                           "TRICKS.TIMM.CHECKPOINT", checkpoint, "MODEL.PROPOSAL_GENERATOR.NAME", "MixWeightRPN",
                           "MODEL.ROI_HEADS.NAME", "LabelSmoothingStandardROIHeads", *_d2_options(p), "SEED", str(seed)],
                     deps=[backbone, scenes], parse=parse_d2, cost=12 + p.det_iters * p.transfer_batch * 0.065,
-                    sources=D2_SOURCES))
+                    sources=D2_SOURCES, threads=1))
     return stages

@@ -9,13 +9,16 @@ from plugins.reproduce.cli import lr_trace_stages
 from plugins.reproduce.pipeline import Pipeline, Stage
 from plugins.reproduce.presets import PRESETS, get_preset
 from plugins.reproduce.study import (
+    LADDER_ROWS,
     RANDOM_ROW,
     STACKED_ROWS,
-    TRANSFER_ROWS,
     TWEAK_ROWS,
+    budget_stage_name,
     build_stages,
     cls_stage_name,
-    slug,
+    recipes,
+    transfer_rows,
+    transfer_slug,
 )
 
 WRITE = "import pathlib,sys; p=pathlib.Path(sys.argv[1]); p.write_text(str(int(p.read_text())+1) if p.exists() else '1')"
@@ -71,8 +74,8 @@ def test_a_source_change_reruns_only_the_stages_that_run_that_package(tmp_path, 
 def test_study_stages_name_the_packages_they_run(tmp_path):
     stages = {s.name: s for s in build_stages(get_preset("quick"), tmp_path)}
     assert stages["cls-tweak-A-s0"].sources == ("plugins", "timm_ext")
-    assert "d2_ext" in stages["det-d2-B-standard-s0"].sources and "mm_ext" not in stages["det-d2-B-standard-s0"].sources
-    assert "mm_ext" in stages["seg-mmseg-mixup-s0"].sources and "d2_ext" not in stages["seg-mmseg-mixup-s0"].sources
+    assert "d2_ext" in stages["det-d2-B-standard-e2-s0"].sources and "mm_ext" not in stages["det-d2-B-standard-e2-s0"].sources
+    assert "mm_ext" in stages["seg-mmseg-mixup-e4-s0"].sources and "d2_ext" not in stages["seg-mmseg-mixup-e4-s0"].sources
 
 
 def test_dependency_change_reruns_dependents(tmp_path):
@@ -215,10 +218,48 @@ def test_every_table_has_its_stages(preset, tmp_path):
     for seed in p.seeds:
         assert {cls_stage_name(r, seed) for r in STACKED_ROWS} <= names
         assert {f"cls-tweak-{v}-s{seed}" for v in TWEAK_ROWS} <= names
+    for epochs, seeds in p.ladder:
+        assert {budget_stage_name(p, r, s, epochs) for r in LADDER_ROWS for s in seeds} <= names
+    for epochs, seeds in p.standard_budgets:
+        assert {budget_stage_name(p, "B-standard", s, epochs) for s in seeds} <= names
     for seed in p.transfer_seeds:
-        for r in TRANSFER_ROWS:
-            assert {f"det-mmdet-{slug(r)}-s{seed}", f"det-d2-{slug(r)}-s{seed}", f"seg-mmseg-{slug(r)}-s{seed}"} <= names
+        for r in transfer_rows(p):
+            assert {f"det-d2-{transfer_slug(r)}-s{seed}", f"seg-mmseg-{transfer_slug(r)}-s{seed}"} <= names
+        mmdet = {n for n in names if n.startswith("det-mmdet-") and n.endswith(f"-s{seed}")}
+        assert mmdet == {f"det-mmdet-{transfer_slug(r)}-s{seed}" for r in transfer_rows(p)
+                         if r == RANDOM_ROW or r.rpartition(" @")[0] in p.mmdet_transfer_rows}
     assert {"lr-trace-timm_ext", "lr-trace-mm_ext", "lr-trace-d2_ext"} <= names
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_ladder_runs_fit_their_schedule_to_their_budget(preset, tmp_path):
+    """A budget's point is a run of that length (Li et al. 2020), not an epoch of a longer run: every ladder stage's
+    recipe has the budget's epochs and its step milestones inside them; the base budget reuses the tables' runs;
+    the stack rows that transfer are the longest budget's."""
+    import yaml
+
+    p = get_preset(preset)
+    stages = {s.name: s for s in build_stages(p, tmp_path)}
+    for epochs, seeds in p.ladder + p.standard_budgets:
+        for row in ["B-standard", *LADDER_ROWS]:
+            name = budget_stage_name(p, row, seeds[0], epochs)
+            if name not in stages:
+                continue
+            recipe_arg = stages[name].argv[stages[name].argv.index("--recipe") + 1]
+            recipe = yaml.safe_load((tmp_path / recipe_arg.removeprefix("{run}/")).read_text())
+            assert recipe["epochs"] == epochs == recipes(p, epochs)[row]["epochs"]
+            assert all(0 < m <= epochs for m in recipe["step_milestones"])
+            assert ("--train-clean-subset" in stages[name].argv and "--ece-bins" in stages[name].argv)
+    assert budget_stage_name(p, "+ cosine", 0, p.epochs) == cls_stage_name("+ cosine", 0)
+    longest = max(e for e, _ in p.ladder)
+    assert transfer_rows(p)[f"+ mixup @{longest}"][0] == budget_stage_name(p, "+ mixup", p.seeds[0], longest)
+
+
+def test_stages_pin_their_threads(tmp_path):
+    """Classification holds the machine's two threads; detectors and segmenters one each (two at a time)."""
+    p = get_preset("full")
+    for s in build_stages(p, tmp_path) + lr_trace_stages("data-fashion-scenes", p.model):
+        assert s.threads == (p.threads if s.name.startswith("cls-") else 1), s.name
 
 
 def test_cli_lists_stages(capsys, tmp_path):
@@ -237,12 +278,13 @@ def test_transfer_runs_vary_the_detector_seed_over_the_first_seeds_backbones(tmp
     p = get_preset("full")
     assert len(p.transfer_seeds) >= 3
     stages = {s.name: s for s in build_stages(p, tmp_path)}
+    row = f"+ label smoothing @{p.longest}"
     for seed in p.transfer_seeds:
         for prefix in ("det-mmdet", "det-d2", "seg-mmseg"):
-            st = stages[f"{prefix}-{slug('+ cosine')}-s{seed}"]
-            assert st.deps[0] == cls_stage_name("+ cosine", p.seeds[0]), st.deps
+            st = stages[f"{prefix}-{transfer_slug(row)}-s{seed}"]
+            assert st.deps[0] == budget_stage_name(p, "+ label smoothing", p.seeds[0], p.longest), st.deps
             assert st.argv[-1] in (f"randomness.seed={seed}", str(seed)), st.argv[-2:]
-            control = stages[f"{prefix}-{slug(RANDOM_ROW)}-s{seed}"]
+            control = stages[f"{prefix}-{transfer_slug(RANDOM_ROW)}-s{seed}"]
             assert not any(d.startswith("cls-") for d in control.deps), control.deps
             assert not any("backbone.pth" in a for a in control.argv)
             if prefix == "det-d2":
@@ -258,10 +300,11 @@ def test_classification_stages_resume_and_students_depend_on_their_teacher(tmp_p
     cls = [s for n, s in stages.items() if n.startswith("cls-")]
     assert cls and all(s.resume_argv == ["--resume", "{out}/train/last.pth.tar"]
                        and s.resume_marker == "train/last.pth.tar" for s in cls)
-    for seed in (0, 1, 2):
-        for student in (f"cls-distillation-s{seed}", f"cls-distillation-mixup-s{seed}"):
-            assert stages[student].deps == [f"cls-teacher-s{seed}"]
+    for seed in (0, 1, 2):  # one teacher, trained for the longest budget, for every student
+        for student in (f"cls-distillation-s{seed}", f"cls-distillation-mixup-s{seed}", f"cls-distillation-e32-s{seed}"):
+            assert stages[student].deps == ["cls-teacher-s0"]
         assert stages[f"cls-cosine-s{seed}"].deps == []
+    assert "cls-teacher-s1" not in stages
 
 
 @pytest.mark.parametrize("preset", ["quick", "full"])
@@ -311,3 +354,37 @@ def test_stage_keys_follow_the_code_not_its_docstrings_comments_or_wrapping(tmp_
     assert changed != first
     (package / "r.yaml").write_text("a: 1\n")  # a shipped config counts byte for byte
     assert pipeline.source_hash("pkg") != changed
+
+
+def test_jobs_run_one_core_stages_side_by_side_and_keep_dependencies(tmp_path):
+    """With jobs=2 on 2 cores, two 1-thread stages overlap; a 2-thread stage runs alone; a dependent stage starts
+    only after its dependency finished; each stage's OMP_NUM_THREADS is its threads."""
+    log = tmp_path / "log.txt"
+    script = ("import os,sys,time; open(sys.argv[1],'a').write(f'start {sys.argv[2]} {time.time()} "
+              "{os.environ[\"OMP_NUM_THREADS\"]}\\n'); time.sleep(0.8); "
+              "open(sys.argv[1],'a').write(f'end {sys.argv[2]} {time.time()}\\n')")
+
+    def stage(name, threads, deps=()):
+        return Stage(name, ["-c", script, str(log), name], threads=threads, deps=list(deps))
+
+    stages = [stage("a", 1), stage("b", 1), stage("wide", 2), stage("c", 1, deps=["wide"])]
+    Pipeline(tmp_path / "run", stages, echo=lambda *_: None).run(jobs=2, cores=2)
+    events = {}
+    for line in log.read_text().splitlines():
+        kind, name, t, *rest = line.split()
+        events[(kind, name)] = float(t)
+        if kind == "start":
+            assert rest == ["2" if name == "wide" else "1"], line
+    assert events[("start", "b")] < events[("end", "a")]  # side by side
+    assert events[("start", "wide")] >= max(events[("end", "a")], events[("end", "b")])  # alone
+    assert events[("start", "c")] >= events[("end", "wide")]  # after its dependency
+
+
+def test_jobs_stop_after_a_failure_without_losing_the_finished_stages(tmp_path):
+    ok = Stage("ok", ["-c", "import time; time.sleep(0.5)"], threads=1)
+    bad = Stage("bad", ["-c", "import sys; sys.exit(4)"], threads=1)
+    later = Stage("later", ["-c", "0"], threads=1, deps=["bad"])
+    with pytest.raises(RuntimeError, match=r"stage 'bad' failed \(exit 4\)"):
+        Pipeline(tmp_path, [ok, bad, later], echo=lambda *_: None).run(jobs=2, cores=2)
+    finished = {p.parent.name.rsplit("-", 1)[0] for p in tmp_path.rglob("stage.json")}
+    assert finished == {"ok"}

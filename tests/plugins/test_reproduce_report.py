@@ -7,7 +7,14 @@ import pytest
 
 from plugins.reproduce.presets import get_preset
 from plugins.reproduce.report import write_report
-from plugins.reproduce.study import RANDOM_ROW, STACKED_ROWS, TRANSFER_ROWS, TWEAK_ROWS, cls_stage_name, slug
+from plugins.reproduce.study import (
+    RANDOM_ROW,
+    STACKED_ROWS,
+    TWEAK_ROWS,
+    cls_stage_name,
+    transfer_rows,
+    transfer_slug,
+)
 
 
 def test_report_tables_show_deltas_and_seed_spread(tmp_path):
@@ -95,14 +102,14 @@ def test_report_has_the_efficient_training_table_and_the_random_control(tmp_path
         results[f"cls-B-standard-s{s}"] = {"val_top1": 80.0 + i, "images_per_s": 500.0}
         results[f"cls-tweak-B-s{s}"] = {"val_top1": 79.0 + i, "images_per_s": 900.0}
     for i, s in enumerate(p.transfer_seeds):
-        results[f"det-d2-{slug(RANDOM_ROW)}-s{s}"] = {"bbox/AP": 5.0 + i, "bbox/AP50": 10.0}
-        results[f"det-d2-B-standard-s{s}"] = {"bbox/AP": 30.0 + 2 * i, "bbox/AP50": 60.0}
+        results[f"det-d2-{transfer_slug(RANDOM_ROW)}-s{s}"] = {"bbox/AP": 5.0 + i, "bbox/AP50": 10.0}
+        results[f"det-d2-B-standard-e8-s{s}"] = {"bbox/AP": 30.0 + 2 * i, "bbox/AP50": 60.0}
     write_report(tmp_path, p, results, {"command": "c", "machine": "m", "wall_time": "1 min", "low_precision": True})
     md = (tmp_path / "report.md").read_text()
     assert "| baseline | float32, batch 32, step decay, no tricks | 500.00 ± 0.00 | 81.00 ± 1.00 | 13.3 | 75.87 |" in md
     assert "bfloat16 autocast + channels_last" in md and "efficient / baseline = 1.80x" in md
     assert "| random init (D) | 6.00 ± 1.00 | 10.00 ± 0.00 |  |  |" in md
-    assert "| B-standard | 32.00 ± 2.00 | 60.00 ± 0.00 | +26.00 ± 1.00 (3/3) | random init (D) | 77.54 |" in md
+    assert "| B-standard @8 | 32.00 ± 2.00 | 60.00 ± 0.00 | +26.00 ± 1.00 (3/3) | random init (D) | 77.54 |" in md
 
 
 def test_spearman_against_hand_values():
@@ -126,29 +133,35 @@ def statistics_corr(a, b):
 
 def test_report_sets_transfer_against_top1_with_ranks(tmp_path):
     """The section and figure on the paper's transfer claim: each backbone's top-1 beside its mean transfer
-    metric, and Spearman's ρ; here detection rises with top-1 (ρ = +1) and segmentation falls (ρ = -1)."""
+    metric, and Spearman's ρ over the rows each framework ran; here detection rises with top-1 (ρ = +1) and
+    segmentation falls (ρ = -1). MMDetection runs fewer rows (n/a elsewhere)."""
     p = get_preset("full")
-    rows = [r for r in TRANSFER_ROWS if r != RANDOM_ROW]
+    labels = [r for r in transfer_rows(p) if r != RANDOM_ROW]
     results = {}
-    for k, r in enumerate(rows):
-        for s in p.seeds:
-            results[cls_stage_name(r, s)] = {"val_top1": 60.0 + k + s, "curve": [50.0]}
+    for k, r in enumerate(labels):
+        src = transfer_rows(p)[r][0]
+        results[src] = {"val_top1": 60.0 + k, "curve": [50.0]}
         for s in p.transfer_seeds:
-            results[f"det-mmdet-{slug(r)}-s{s}"] = {"coco/bbox_mAP": 10.0 + k + 0.1 * s, "coco/bbox_mAP_50": 20.0}
-            results[f"det-d2-{slug(r)}-s{s}"] = {"bbox/AP": 11.0 + k, "bbox/AP50": 21.0}
-            results[f"seg-mmseg-{slug(r)}-s{s}"] = {"mIoU": 30.0 - k, "aAcc": 80.0}
+            if r.rpartition(" @")[0] in p.mmdet_transfer_rows:
+                results[f"det-mmdet-{transfer_slug(r)}-s{s}"] = {"coco/bbox_mAP": 10.0 + k + 0.1 * s,
+                                                                 "coco/bbox_mAP_50": 20.0}
+            results[f"det-d2-{transfer_slug(r)}-s{s}"] = {"bbox/AP": 11.0 + k, "bbox/AP50": 21.0}
+            results[f"seg-mmseg-{transfer_slug(r)}-s{s}"] = {"mIoU": 30.0 - k, "aAcc": 80.0}
     for s in p.transfer_seeds:
-        results[f"det-d2-{slug(RANDOM_ROW)}-s{s}"] = {"bbox/AP": 5.0, "bbox/AP50": 9.0}
+        results[f"det-d2-{transfer_slug(RANDOM_ROW)}-s{s}"] = {"bbox/AP": 5.0, "bbox/AP50": 9.0}
     write_report(tmp_path, p, results, {"command": "c", "machine": "m", "wall_time": "1 min"})
     md = (tmp_path / "report.md").read_text()
-    assert "| + cosine | 62.00 | 12.10 | 13.00 | 28.00 |" in md  # top-1 of seed 0; means over detector seeds
+    assert "| + cosine @32 | 62.00 | n/a | 13.00 | 28.00 |" in md  # MMDetection did not run this row
+    assert "| + label smoothing @32 | 63.00 | 13.10 | 14.00 | 27.00 |" in md  # means over detector seeds
     # the segmentation table's Δ is of mIoU (pixel accuracy is flat here), and so is the paper's
     assert "| Δ mIoU | vs |" in md
-    assert ("| D-efficient | 80.00 ± 0.00 | 29.00 ± 0.00 | -1.00 ± 0.00 (3/3) | B-standard | 78.88 / 38.88 | +1.83 |"
-            in md)
-    assert "MMDet mAP ρ = +1.00, Detectron2 AP ρ = +1.00, FCN mIoU ρ = -1.00" in md
-    # the paper: top-1 ranks 1..5 in row order, mIoU ranks (1, 4, 5, 2, 3): sum d^2 = 16, 1 - 6*16/120 = +0.20
-    assert "(the paper's same rows: +1.00, +1.00, +0.20)" in md
+    assert ("| D-efficient @32 | 80.00 ± 0.00 | 29.00 ± 0.00 | -1.00 ± 0.00 (3/3) | B-standard @8 | 78.88 / 38.88 "
+            "| +1.83 |" in md)
+    # + distillation adds the teacher to label smoothing's row, not to the mixup row above it
+    assert "| + distillation @32 | 80.00 ± 0.00 | 25.00 ± 0.00 | -2.00 ± 0.00 (3/3) | + label smoothing @32 |" in md
+    assert ("MMDet mAP ρ = +1.00 (3 rows), Detectron2 AP ρ = +1.00 (6 rows), FCN mIoU ρ = -1.00 (6 rows)" in md)
+    # the paper's rows among them: top-1 ranks 1..5 in row order, mIoU ranks (1, 4, 5, 2, 3): 1 - 6*16/120 = +0.20
+    assert "(the paper's rows among them: +1.00, +1.00, +0.20)" in md
     assert (tmp_path / "transfer_vs_top1.png").stat().st_size > 1000
 
 

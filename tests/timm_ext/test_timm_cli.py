@@ -128,7 +128,7 @@ def test_timm_command_line_trains_with_timms_outputs_and_resumes(tmp_path):
     assert (args["aa"], args["reprob"], args["cutmix"], args["model_ema"], args["opt"]) == (
         "rand-m9-mstd0.5", 0.25, 1.0, True, "lamb")
     rows = list(csv.reader(open(run / "summary.csv")))
-    assert rows[0] == [*TIMM_SUMMARY_COLUMNS, "images_per_s", "epoch_time"]  # timm's, then ours appended
+    assert rows[0] == [*TIMM_SUMMARY_COLUMNS, "images_per_s", "epoch_time", "epoch_cpu_time"]  # timm's, then ours appended
     assert [r[0] for r in rows[1:]] == ["0", "1"]
     with torch.serialization.safe_globals([argparse.Namespace]):
         ckpt = torch.load(run / "last.pth.tar", weights_only=True)

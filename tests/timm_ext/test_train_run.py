@@ -71,7 +71,7 @@ def test_timms_files_and_ours_are_written(trained):
     rows = _rows(out / "summary.csv")
     # timm's columns (timm.utils.update_summary), then ours
     assert list(rows[0]) == ["epoch", "train_loss", "eval_loss", "eval_top1", "eval_top5", "lr", "images_per_s",
-                             "epoch_time"]
+                             "epoch_time", "epoch_cpu_time"]
     assert [r["epoch"] for r in rows] == ["0", "1"] and float(rows[0]["images_per_s"]) > 0
 
 
