@@ -197,7 +197,7 @@ def main(argv=None) -> int:
         restored = pipe.restore(Path(args.resume_from))
         print(f"restored {len(restored)} finished stages from {args.resume_from}")
     try:
-        results = pipe.run(jobs=args.jobs)
+        results = pipe.run(jobs=args.jobs, keep_going=not args.only)
     except KeyboardInterrupt:
         print("\ninterrupted: finished stages are cached; rerun the same command to resume.", file=sys.stderr)
         return 130
@@ -211,8 +211,12 @@ def main(argv=None) -> int:
         return 0
     wall = time.time() - t0
     meta = {"command": command.strip(), "machine": machine(), "wall_time": f"{wall / 60:.1f} min",
-            "low_precision": low_precision(), "commit": commit}
+            "low_precision": low_precision(), "commit": commit, "excluded": dict(pipe.failed)}
     report = write_report(run_dir, preset, results, meta, {s.name: pipe.stage_dir(s.name) for s in stages})
     print(report.read_text())
     print(f"report: {report}")
+    if pipe.failed:
+        print(f"error: {len(pipe.failed)} stages failed or were left out (report.md, 'Excluded runs'); rerun the same "
+              "command to retry them", file=sys.stderr)
+        return 1
     return 0

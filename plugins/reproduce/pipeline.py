@@ -130,6 +130,7 @@ class Pipeline:
                 raise ValueError(f"stage {stage.name!r} depends on {unknown}, which must come earlier")
             self._dirs[stage.name] = self.run_dir / "stages" / f"{stage.name}-{self._key(stage)}"
         self.results: dict[str, dict] = {}
+        self.failed: dict[str, str] = {}
 
     def stage_dir(self, name: str) -> Path:
         return self._dirs[name]
@@ -151,10 +152,13 @@ class Pipeline:
             res.append(a)
         return res
 
-    def run(self, jobs: int = 1, cores: int | None = None) -> dict[str, dict]:
+    def run(self, jobs: int = 1, cores: int | None = None, keep_going: bool = False) -> dict[str, dict]:
         """Runs every stage that is not cached, in order; with ``jobs`` > 1, up to ``jobs`` at once while their
         ``threads`` fit in ``cores`` (default: this machine's), each started once its dependencies are done.
-        A failed stage stops the run after the stages running beside it have finished."""
+
+        A failed stage stops the run after the stages running beside it have finished; with ``keep_going`` the
+        run goes on without it and the stages that depend on it, and ``self.failed`` says why each was left
+        out (the last line of its log, or the failed stage it needed)."""
         cores = cores or os.cpu_count() or 1
         total_cost = sum(s.cost for s in self.stages) or 1.0
         progress = {"done_cost": 0.0, "spent": 0.0, "total": total_cost}
@@ -175,6 +179,12 @@ class Pipeline:
                     continue
                 if failure is not None:
                     break
+                lost = [d for d in stage.deps if d in self.failed]
+                if lost:
+                    self.failed[stage.name] = f"not run: it needs {lost[0]}, which failed"
+                    self.echo(f"[stage {i}/{len(self.stages)}] {stage.name}: skipped ({self.failed[stage.name]})")
+                    pending.remove(item)
+                    continue
                 if any(d not in self.results for d in stage.deps):
                     if jobs <= 1:
                         break
@@ -196,7 +206,12 @@ class Pipeline:
             finished = self._wait(running)
             i, stage, proc, log, s0, argv, resumed = running.pop(finished)
             error = self._finish(stage, proc, log, s0, argv, resumed, progress)
-            if error is not None and failure is None:
+            if error is not None and keep_going:
+                tail = [line for line in (self._dirs[stage.name] / "stage.log").read_text().splitlines()
+                        if line.strip()]
+                self.failed[stage.name] = f"failed (exit {proc.returncode}): {tail[-1] if tail else ''}"[:400]
+                self.echo(f"    {stage.name} {self.failed[stage.name]}; going on without it")
+            elif error is not None and failure is None:
                 failure = error
         if failure is not None:
             raise failure

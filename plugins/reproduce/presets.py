@@ -31,8 +31,9 @@ class Preset:
             ``"mmdet"`` and/or ``"d2"``; empty: no ablation. Its seeds are ``transfer_seeds``.
         ladder: the budget ladder, ``(epochs, seeds)`` pairs: the stack's rows (``study.LADDER_ROWS``) trained
             with their schedule fitted to each budget; the pair at ``epochs`` is the base tables' own runs.
-        standard_budgets: ``(epochs, seeds)`` of the standard baseline (ResNet-B, float32, batch/4) at each
-            budget, for efficient training against seconds and updates.
+        standard_budgets: ``(epochs, seeds)`` of the paper's efficient-training pair at each budget (ResNet-B:
+            the standard baseline, float32 at batch/4, and the efficient setting of the model-tweak table), for
+            top-1 against seconds and updates.
         clean_subset: training images evaluated after every epoch (``--train-clean-subset``: the train-val gap);
             every evaluation also logs the calibration error over ``ece_bins`` bins.
         mmdet_transfer_rows: the transfer rows MMDetection runs (all of them in Detectron2 and MMSegmentation);

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import statistics
 from pathlib import Path
 
 from plugins.runtime.lr_record import read_lr_record
 
-from . import reference
+from . import budgets, reference
 from .study import (
     DET_ABLATION_ROWS,
     RANDOM_ROW,
@@ -21,11 +22,6 @@ from .study import (
     transfer_rows,
     transfer_slug,
 )
-
-# The paper's efficient-training comparison: the same ResNet-B, baseline (float32, batch b, no tricks) against
-# the efficient setting (low precision, batch 4b, linear scaling, warmup, zero gamma, no bias decay).
-EFFICIENT_ROWS = {"baseline": "cls-B-standard-s{s}", "efficient": "cls-tweak-B-s{s}"}
-
 
 _DATASET_NAMES = {"fashion_photos": "fashion photos (Fashion-MNIST items on photo crops)",
                   "fashion_mnist": "Fashion-MNIST"}
@@ -61,13 +57,11 @@ def collect(results: dict[str, dict], preset) -> dict:
         "detection_mmdet": transfer("det-mmdet", {"mAP": "coco/bbox_mAP", "mAP50": "coco/bbox_mAP_50"}),
         "detection_d2": transfer("det-d2", {"mAP": "bbox/AP", "mAP50": "bbox/AP50"}),
         "segmentation_mmseg": transfer("seg-mmseg", {"pixel_acc": "aAcc", "mIoU": "mIoU"}),
-        "efficient_training": {
-            row: {"top1": over_seeds(fmt, "val_top1"), "images_per_s": over_seeds(fmt, "images_per_s")}
-            for row, fmt in EFFICIENT_ROWS.items()},
     }
     tables["teacher"] = {"teacher": {"top1": [results[f"cls-teacher-s{s}"]["val_top1"] for s in seeds
                                               if f"cls-teacher-s{s}" in results]}}
-    tables["detection_mmdet"] = {r: v for r, v in tables["detection_mmdet"].items() if any(v.values())}
+    tables["detection_mmdet"] = {r: v for r, v in tables["detection_mmdet"].items()
+                                 if r == RANDOM_ROW or _paper_row(r) in preset.mmdet_transfer_rows}
     return tables
 
 
@@ -210,28 +204,6 @@ def _transfer_vs_top1_section(data: dict, seed: int) -> str:
     return "\n".join(lines)
 
 
-def _efficient_table(rows: dict, amp: bool, preset) -> str:
-    ref = reference.EFFICIENT_TRAINING
-    low = ("bfloat16 autocast + channels_last (this CPU has bfloat16 units)" if amp
-           else "float32 (this machine has no native low precision)")
-    b = preset.batch_size // 4
-    what = {"baseline": f"float32, batch {b}, step decay, no tricks",
-            "efficient": f"{low}, batch {4 * b}, lr scaled linearly, 1-epoch warmup, zero γ, no bias decay"}
-    lines = ["### Efficient training (ResNet-B, same epochs)", "",
-             "| setting | what | ours: images/s | ours: top-1 | paper: min/epoch | paper: top-1 |",
-             "|---|---|---|---|---|---|"]
-    for name, vals in rows.items():
-        speed = _cell(vals["images_per_s"]) if vals["images_per_s"] else "n/a"
-        top1 = _cell(vals["top1"]) if vals["top1"] else "n/a"
-        lines.append(f"| {name} | {what[name]} | {speed} | {top1} | {ref[name][0]:.1f} | {ref[name][1]:.2f} |")
-    base, eff = rows["baseline"]["images_per_s"], rows["efficient"]["images_per_s"]
-    if base and eff:
-        lines += ["", f"Training throughput (median over epochs, validation excluded): efficient / baseline = "
-                      f"{_stats(eff)[0] / _stats(base)[0]:.2f}x (paper: {ref['baseline'][0] / ref['efficient'][0]:.1f}x "
-                      "on 8 V100)."]
-    return "\n".join(lines) + "\n"
-
-
 def stage_seconds(run_dir: Path, names, stage_dirs: dict[str, Path] | None = None,
                   key: str = "seconds") -> float | None:
     """Sum of the recorded run times (``key``: "seconds", wall, or "cpu_seconds") of the named stages, over every
@@ -263,12 +235,15 @@ def write_report(run_dir: Path, preset, results: dict[str, dict], meta: dict,
                 "stage_cpu_time": None if cpu is None else f"{cpu / 3600:.2f} h"}
     tables = collect(results, preset)
     tables.update(collect_det_ablation(results, list(preset.transfer_seeds)))
+    tables["budget_ladder"] = budgets.collect_ladder(results, preset)
+    tables["budget_efficient"] = budgets.collect_efficient(results, preset)
     out = {"preset": preset.to_dict(), "meta": meta, "tables": tables, "stages": results}
     tmp = run_dir / "results.json.tmp"
     tmp.write_text(json.dumps(out, indent=2, sort_keys=True))
     os.replace(tmp, run_dir / "results.json")
     figures = _figures(run_dir, tables, results, seeds)
     figures += _scatter(run_dir, transfer_vs_top1(tables, results, preset), tables, seeds[0])
+    figures += budgets.figures(run_dir, tables["budget_ladder"], tables["budget_efficient"], preset)
     spread = "mean ± standard deviation over seeds " + str(seeds) if len(seeds) > 1 else f"one seed ({seeds[0]})"
     md = [f"# Bag of tricks, reproduced small: preset `{preset.name}`", "",
           f"Command: `{meta['command']}`" + (f" at commit {meta['commit']}" if meta.get("commit") else "") + "  ",
@@ -295,7 +270,8 @@ def write_report(run_dir: Path, preset, results: dict[str, dict], meta: dict,
           f"Distillation teacher `{preset.teacher_model}d` (cosine + label smoothing, {preset.teacher_epochs} "
           f"epochs): top-1 {_cell(tables['teacher']['teacher']['top1']) if tables['teacher']['teacher']['top1'] else 'n/a'}.",
           "",
-          _efficient_table(tables["efficient_training"], bool(meta.get("low_precision")), preset),
+          budgets.efficient_section(tables["budget_efficient"], preset, bool(meta.get("low_precision"))),
+          budgets.ladder_section(tables["budget_ladder"], preset),
           _table("Transfer: Faster R-CNN, MMDetection (box mAP %, COCO-style 0.5:0.95)", tables["detection_mmdet"],
                  [("mAP", "mAP"), ("mAP50", "mAP@0.5")], reference.DETECTION_MAP),
           _table("Transfer: Faster R-CNN, Detectron2 (box AP %, COCO-style 0.5:0.95)", tables["detection_d2"],
@@ -304,11 +280,58 @@ def write_report(run_dir: Path, preset, results: dict[str, dict], meta: dict,
                  [("pixel_acc", "pixel acc"), ("mIoU", "mIoU")], reference.SEGMENTATION, 1, delta_key="mIoU"),
           *det_ablation_section(tables, preset),
           _transfer_vs_top1_section(transfer_vs_top1(tables, results, preset), preset.seeds[0]),
+          budgets.reading(tables["budget_ladder"], tables["budget_efficient"], preset,
+                          {"tables": tables, "metrics": TRANSFER_METRICS}),
+          _excluded_section(meta.get("excluded") or {}),
+          _block_times_section(run_dir, results, stage_dirs, meta),
           "## Figures", ""]
     md += [f"![{name}]({name})" for name in figures]
     (run_dir / "report.md.tmp").write_text("\n".join(md) + "\n")
     os.replace(run_dir / "report.md.tmp", run_dir / "report.md")
     return run_dir / "report.md"
+
+
+def _excluded_section(excluded: dict) -> str:
+    """The stages that failed or diverged and what was left out with them: nothing is dropped silently."""
+    if not excluded:
+        return ("### Excluded runs\n\nNone: every stage of this run finished and every figure above is from "
+                "all its seeds.\n")
+    lines = ["### Excluded runs", "", "These stages failed (a non-finite loss is a failure) or needed one that did; "
+             "their rows show n/a or fewer seeds above.", "", "| stage | why |", "|---|---|"]
+    lines += [f"| {name} | {why.replace('|', '/')} |" for name, why in sorted(excluded.items())]
+    return "\n".join(lines) + "\n"
+
+
+# Blocks of the study, by stage-name prefix, for the time each took
+_BLOCKS = [("classification: base tables (8 epochs) and teacher",
+            lambda n: n.startswith("cls-") and not re.search(r"-e\d+-s\d+$", n)),
+           ("classification: ladder and efficient-training budgets", lambda n: n.startswith("cls-")),
+           ("transfer: MMDetection", lambda n: n.startswith("det-mmdet-")),
+           ("transfer: Detectron2", lambda n: n.startswith("det-d2-")),
+           ("transfer: MMSegmentation", lambda n: n.startswith("seg-mmseg-")),
+           ("detection ablation (Bag of Freebies)", lambda n: n.startswith("detab-")),
+           ("data and lr traces", lambda n: True)]
+
+
+def block_of(name: str) -> str:
+    return next(title for title, match in _BLOCKS if match(name))
+
+
+def _block_times_section(run_dir: Path, results: dict, stage_dirs, meta: dict) -> str:
+    """Stage seconds per block (over every invocation; detectors and segmenters ran two at a time on one core
+    each, so their block's stage time is about twice its share of the wall time)."""
+    rows = []
+    for title, _ in _BLOCKS:
+        names = [n for n in sorted(results) if block_of(n) == title]
+        if not names:
+            continue
+        spent = stage_seconds(run_dir, names, stage_dirs)
+        rows.append(f"| {title} | {len(names)} | {'n/a' if spent is None else f'{spent / 60:.1f}'} |")
+    if not rows:
+        return ""
+    return "\n".join(["### Time of each block", "", "Stage time (minutes, summed over the block's stages and every "
+                      "invocation; the one-core detector and segmenter stages ran two at a time).", "",
+                      "| block | stages | stage time (min) |", "|---|---|---|", *rows]) + "\n"
 
 
 _DET_ABLATION_METRICS = {"mmdet": ("MMDetection", {"mAP": "coco/bbox_mAP", "mAP50": "coco/bbox_mAP_50"}),
