@@ -23,6 +23,11 @@ def _last(per_epoch: dict, column: str) -> float | None:
     return values[-1] if values else None
 
 
+# one colour per row in both panels of ladder.png (a trick's Δ takes the colour of the row that adds it)
+_COLOURS = {"D-efficient": "#7f7f7f", "+ cosine": "#1f77b4", "+ label smoothing": "#ff7f0e", "+ mixup": "#2ca02c",
+            "+ distillation": "#d62728"}
+
+
 def run_figures(stage: dict) -> dict | None:
     """top-1, train-val gap, calibration error, and training seconds (wall, CPU) of one classification stage."""
     per_epoch = stage.get("per_epoch") or {}
@@ -120,10 +125,12 @@ def ladder_section(ladder: dict, preset) -> str:
     lines = ["### Budget ladder: where each trick starts to pay", "",
              "Every budget is a run of that many epochs with its schedule fitted to it (warmup, cosine or step "
              "milestones over the budget), not an epoch of a longer run. Δ top-1 is paired per seed against the "
-             "row the trick is added to; the train-val gap is the clean top-1 of 2,000 fixed training images minus "
+             f"row the trick is added to; the train-val gap is the clean top-1 of {preset.clean_subset:,} fixed "
+             "training images minus "
              "the validation top-1, at the end of that row's run: a regularizer has something to close only where "
              "the gap is open.", "",
-             "| trick (vs row) | " + " | ".join(f"{e} ep: Δ top-1 ({len(seeds[e])} seeds)" for e in budgets)
+             "| trick (vs row) | " + " | ".join(f"{e} ep: Δ top-1 ({len(seeds[e])} seed{'s' * (len(seeds[e]) > 1)})"
+                                                for e in budgets)
              + " | " + " | ".join(f"{e} ep: verdict" for e in budgets) + " |",
              "|---|" + "---|" * (2 * len(budgets))]
     for row, base in LADDER_TRICKS.items():
@@ -290,7 +297,8 @@ def figures(run_dir, ladder: dict, eff: dict, preset) -> list[str]:
                     ys.append(statistics.fmean(diffs))
                     es.append(statistics.stdev(diffs) if len(diffs) > 1 else 0.0)
             if xs:
-                left.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=f"{row[2:]} (vs {base})")
+                left.errorbar(xs, ys, yerr=es, marker="o", capsize=3, color=_COLOURS[row],
+                              label=f"{row[2:]} (vs {base})")
         left.axhline(0, color="grey", lw=0.8)
         left.set_xscale("log", base=2)
         left.set_xticks(budgets, [str(e) for e in budgets])
@@ -303,7 +311,7 @@ def figures(run_dir, ladder: dict, eff: dict, preset) -> list[str]:
             xs = [e for e in budgets if any(r["gap"] is not None for r in ladder[row][e].values())]
             ys = [statistics.fmean(r["gap"] for r in ladder[row][e].values() if r["gap"] is not None) for e in xs]
             if xs:
-                right.plot(xs, ys, marker="o", label=row)
+                right.plot(xs, ys, marker="o", color=_COLOURS[row], label=row)
         right.set_xscale("log", base=2)
         right.set_xticks(budgets, [str(e) for e in budgets])
         right.set_xlabel("budget (epochs)")

@@ -303,7 +303,7 @@ def _excluded_section(excluded: dict) -> str:
 
 
 # Blocks of the study, by stage-name prefix, for the time each took
-_BLOCKS = [("classification: base tables (8 epochs) and teacher",
+_BLOCKS = [("classification: base tables and teacher",
             lambda n: n.startswith("cls-") and not re.search(r"-e\d+-s\d+$", n)),
            ("classification: ladder and efficient-training budgets", lambda n: n.startswith("cls-")),
            ("transfer: MMDetection", lambda n: n.startswith("det-mmdet-")),

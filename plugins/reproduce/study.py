@@ -319,12 +319,14 @@ def build_stages(p: Preset, run_dir: Path) -> list[Stage]:
         for row in STACKED_ROWS:
             if row != "D-efficient":  # the same run as the tweak table's D row
                 stages.append(cls_stage(row, seed))
+    # the paper's efficient-training pair (ResNet-B) at each budget first: its seconds are a result, and the
+    # stages that run last are the likeliest to share the machine with other work
+    for epochs, seeds in p.standard_budgets:
+        if epochs != p.epochs:
+            stages.extend(cls_stage(row, seed, epochs) for seed in seeds for row in EFFICIENT_PAIR.values())
     for epochs, seeds in p.ladder:
         if epochs != p.epochs:
             stages.extend(cls_stage(row, seed, epochs) for seed in seeds for row in LADDER_ROWS)
-    for epochs, seeds in p.standard_budgets:  # the paper's efficient-training pair, ResNet-B, at each budget
-        if epochs != p.epochs:
-            stages.extend(cls_stage(row, seed, epochs) for seed in seeds for row in EFFICIENT_PAIR.values())
 
     scenes = "data-fashion-scenes"
     stages.append(Stage(name=scenes, argv=["-m", "plugins.data.scenes", "--out", "{out}", "--train",
