@@ -276,6 +276,16 @@ def reading(ladder: dict, eff: dict, preset, transfer_tables: dict | None = None
     return "\n".join(lines) if len(lines) > 3 else ""
 
 
+def _budget_axes(ax, budgets: list[int], ylabel: str, title: str) -> None:
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(budgets, [str(e) for e in budgets])
+    ax.set_xlabel("budget (epochs, schedule fitted to it)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+
+
 def figures(run_dir, ladder: dict, eff: dict, preset) -> list[str]:
     """ladder.png (Δ top-1 per trick and the train-val gap against budget) and efficient_training.png (top-1
     against training time and against updates)."""
@@ -300,25 +310,13 @@ def figures(run_dir, ladder: dict, eff: dict, preset) -> list[str]:
                 left.errorbar(xs, ys, yerr=es, marker="o", capsize=3, color=_COLOURS[row],
                               label=f"{row[2:]} (vs {base})")
         left.axhline(0, color="grey", lw=0.8)
-        left.set_xscale("log", base=2)
-        left.set_xticks(budgets, [str(e) for e in budgets])
-        left.set_xlabel("budget (epochs, schedule fitted to it)")
-        left.set_ylabel("Δ val top-1 (points, paired per seed)")
-        left.set_title("Where each trick pays", fontsize=10)
-        if left.get_legend_handles_labels()[0]:
-            left.legend(fontsize=7)
+        _budget_axes(left, budgets, "Δ val top-1 (points, paired per seed)", "Where each trick pays")
         for row in LADDER_ROWS:
             xs = [e for e in budgets if any(r["gap"] is not None for r in ladder[row][e].values())]
             ys = [statistics.fmean(r["gap"] for r in ladder[row][e].values() if r["gap"] is not None) for e in xs]
             if xs:
                 right.plot(xs, ys, marker="o", color=_COLOURS[row], label=row)
-        right.set_xscale("log", base=2)
-        right.set_xticks(budgets, [str(e) for e in budgets])
-        right.set_xlabel("budget (epochs)")
-        right.set_ylabel("train (clean) - val top-1 (points)")
-        right.set_title("Train-val gap", fontsize=10)
-        if right.get_legend_handles_labels()[0]:
-            right.legend(fontsize=7)
+        _budget_axes(right, budgets, "train (clean) - val top-1 (points)", "Train-val gap")
         fig.tight_layout()
         fig.savefig(run_dir / "ladder.png", dpi=120)
         plt.close(fig)

@@ -273,7 +273,6 @@ def build_stages(p: Preset, run_dir: Path) -> list[Stage]:
         raise ValueError(f"preset {p.name}: the ladder's budget {p.epochs} (the base tables') must use seeds among "
                          f"{p.seeds}")
     transfer = {k: _write_recipe(run_dir, k, v) for k, v in transfer_recipes(p).items()}
-    per_epoch = ["--recipe-iters-per-epoch", str(transfer_iters_per_epoch(p))]
     stages: list[Stage] = []
     # timm's loop with the paper's data pipeline: the photos in memory, flips only (a full-image crop, no colour
     # jitter), one kept epoch checkpoint; timm's files in {out}/train/, the backbone in {out}/backbone.pth; after
@@ -333,7 +332,6 @@ def build_stages(p: Preset, run_dir: Path) -> list[Stage]:
                                            str(p.scenes_train), "--val", str(p.scenes_val), "--image-size",
                                            str(p.scene_size), "--seed", "0"],
                         cost=3 + (p.scenes_train + p.scenes_val) / 100, sources=("plugins",), pack=False, threads=1))
-    data = "{dep:" + scenes + "}"
     for seed in p.transfer_seeds:
         s = f"s{seed}"
         for label, (src, model) in transfer_rows(p).items():
@@ -342,29 +340,11 @@ def build_stages(p: Preset, run_dir: Path) -> list[Stage]:
             d2_ckpt = "" if src is None else mm_ckpt
             name = transfer_slug(label)
             if _mmdet_runs(p, label):
-                stages.append(Stage(
-                    name=f"det-mmdet-{name}-{s}",
-                    argv=["-m", "mm_ext.train", MMDET_CONFIG, "--work-dir", "{out}", "--recipe", transfer["detector"],
-                          *per_epoch, "--cfg-options", f"model.backbone.model_name={model}",
-                          f"model.backbone.checkpoint={mm_ckpt}", *_mm_options(p, p.det_iters),
-                          f"randomness.seed={seed}"],
-                    deps=deps, parse=parse_mm, cost=25 + p.det_iters * p.transfer_batch * 0.07,
-                    env={"FASHION_SCENES_ROOT": data + "/"}, sources=MM_SOURCES, threads=1))
-            stages.append(Stage(
-                name=f"det-d2-{name}-{s}",
-                argv=["-m", "d2_ext.train_net", "--config-file", D2_CONFIG, "--scenes-root", data,
-                      "--recipe", transfer["detector"], "OUTPUT_DIR", "{out}", "TRICKS.TIMM.MODEL_NAME", model,
-                      "TRICKS.TIMM.CHECKPOINT", d2_ckpt, *_d2_options(p), "SEED", str(seed)],
-                deps=deps, parse=parse_d2, cost=12 + p.det_iters * p.transfer_batch * 0.065,
-                sources=D2_SOURCES, threads=1))
-            stages.append(Stage(
-                name=f"seg-mmseg-{name}-{s}",
-                argv=["-m", "mm_ext.train", MMSEG_CONFIG, "--work-dir", "{out}", "--recipe", transfer["segmenter"],
-                      *per_epoch, "--cfg-options", f"model.backbone.model_name={model}",
-                      f"model.backbone.checkpoint={mm_ckpt}", *_mm_options(p, p.seg_iters),
-                      f"randomness.seed={seed}"],
-                deps=deps, parse=parse_mm, cost=20 + p.seg_iters * p.transfer_batch * 0.062,
-                env={"FASHION_SCENES_ROOT": data + "/"}, sources=MM_SOURCES, threads=1))
+                stages.append(_mm_stage(p, f"det-mmdet-{name}-{s}", MMDET_CONFIG, transfer["detector"], model,
+                                        mm_ckpt, p.det_iters, seed, deps, 25 + p.det_iters * p.transfer_batch * 0.07))
+            stages.append(_d2_stage(p, f"det-d2-{name}-{s}", transfer["detector"], model, d2_ckpt, seed, deps))
+            stages.append(_mm_stage(p, f"seg-mmseg-{name}-{s}", MMSEG_CONFIG, transfer["segmenter"], model, mm_ckpt,
+                                    p.seg_iters, seed, deps, 20 + p.seg_iters * p.transfer_batch * 0.062))
     stages.extend(det_ablation_stages(p, run_dir))
     return stages
 
@@ -401,26 +381,43 @@ def det_ablation_stages(p: Preset, run_dir: Path) -> list[Stage]:
                     for (row, recipe), slug_ in zip(det_ablation_recipes(p).items(), DET_ABLATION_ROWS.values(),
                                                     strict=True)}
     scenes, backbone = "data-fashion-scenes", cls_stage_name("D-efficient", p.seeds[0])
-    data, checkpoint, model = "{dep:" + scenes + "}", "{dep:" + backbone + "}/backbone.pth", p.model + "d"
+    checkpoint, model, deps = "{dep:" + backbone + "}/backbone.pth", p.model + "d", [backbone, scenes]
+    heads = ["MODEL.PROPOSAL_GENERATOR.NAME", "MixWeightRPN", "MODEL.ROI_HEADS.NAME", "LabelSmoothingStandardROIHeads"]
     stages = []
     for seed in p.transfer_seeds:
         for row in DET_ABLATION_ROWS:
             if "mmdet" in p.det_ablation_frameworks:
-                stages.append(Stage(
-                    name=det_ablation_stage_name("mmdet", row, seed),
-                    argv=["-m", "mm_ext.train", MMDET_CONFIG, "--work-dir", "{out}", "--recipe", recipe_files[row],
-                          "--recipe-iters-per-epoch", str(transfer_iters_per_epoch(p)), "--cfg-options",
-                          f"model.backbone.model_name={model}", f"model.backbone.checkpoint={checkpoint}",
-                          *_mm_options(p, p.det_iters), f"randomness.seed={seed}"],
-                    deps=[backbone, scenes], parse=parse_mm, cost=25 + p.det_iters * p.transfer_batch * 0.07,
-                    env={"FASHION_SCENES_ROOT": data + "/"}, sources=MM_SOURCES, threads=1))
+                stages.append(_mm_stage(p, det_ablation_stage_name("mmdet", row, seed), MMDET_CONFIG,
+                                        recipe_files[row], model, checkpoint, p.det_iters, seed, deps,
+                                        25 + p.det_iters * p.transfer_batch * 0.07))
             if "d2" in p.det_ablation_frameworks:
-                stages.append(Stage(
-                    name=det_ablation_stage_name("d2", row, seed),
-                    argv=["-m", "d2_ext.train_net", "--config-file", D2_CONFIG, "--scenes-root", data,
-                          "--recipe", recipe_files[row], "OUTPUT_DIR", "{out}", "TRICKS.TIMM.MODEL_NAME", model,
-                          "TRICKS.TIMM.CHECKPOINT", checkpoint, "MODEL.PROPOSAL_GENERATOR.NAME", "MixWeightRPN",
-                          "MODEL.ROI_HEADS.NAME", "LabelSmoothingStandardROIHeads", *_d2_options(p), "SEED", str(seed)],
-                    deps=[backbone, scenes], parse=parse_d2, cost=12 + p.det_iters * p.transfer_batch * 0.065,
-                    sources=D2_SOURCES, threads=1))
+                stages.append(_d2_stage(p, det_ablation_stage_name("d2", row, seed), recipe_files[row], model,
+                                        checkpoint, seed, deps, extra=heads))
     return stages
+
+
+_SCENES_DATA = "{dep:data-fashion-scenes}"
+
+
+def _mm_stage(p: Preset, name: str, config: str, recipe: str, model: str, checkpoint: str, iters: int, seed: int,
+              deps: list[str], cost: float) -> Stage:
+    """An MMDetection / MMSegmentation run of ``config`` on the fashion scenes: the recipe file, the backbone
+    (``checkpoint`` "None": random init) and the run's length, batch and input statistics as config options."""
+    return Stage(name=name, argv=["-m", "mm_ext.train", config, "--work-dir", "{out}", "--recipe", recipe,
+                                  "--recipe-iters-per-epoch", str(transfer_iters_per_epoch(p)), "--cfg-options",
+                                  f"model.backbone.model_name={model}", f"model.backbone.checkpoint={checkpoint}",
+                                  *_mm_options(p, iters), f"randomness.seed={seed}"],
+                 deps=deps, parse=parse_mm, cost=cost, env={"FASHION_SCENES_ROOT": _SCENES_DATA + "/"},
+                 sources=MM_SOURCES, threads=1)
+
+
+def _d2_stage(p: Preset, name: str, recipe: str, model: str, checkpoint: str, seed: int, deps: list[str],
+              extra: list[str] = ()) -> Stage:
+    """A Detectron2 Faster R-CNN run on the fashion scenes (``checkpoint`` "": random init); ``extra``: more
+    config keys before the run's length, batch and statistics."""
+    return Stage(name=name, argv=["-m", "d2_ext.train_net", "--config-file", D2_CONFIG, "--scenes-root",
+                                  _SCENES_DATA, "--recipe", recipe, "OUTPUT_DIR", "{out}", "TRICKS.TIMM.MODEL_NAME",
+                                  model, "TRICKS.TIMM.CHECKPOINT", checkpoint, *extra, *_d2_options(p), "SEED",
+                                  str(seed)],
+                 deps=deps, parse=parse_d2, cost=12 + p.det_iters * p.transfer_batch * 0.065, sources=D2_SOURCES,
+                 threads=1)
