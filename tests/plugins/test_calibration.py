@@ -46,3 +46,18 @@ def test_a_perfectly_calibrated_and_a_confidently_wrong_model():
 def test_bad_bins_name_the_argument():
     with pytest.raises(ValueError, match="bins: expected an integer >= 1, got 0"):
         CalibrationBins(0)
+
+
+def test_under_and_overconfident_bins_do_not_cancel():
+    """A bin that is right more often than it is confident and one that is confident and wrong both count."""
+    k = 10
+    shy = torch.zeros(50, k)
+    shy[:, 0] = 2.0  # softmax max ~0.45, always right
+    bold = torch.zeros(50, k)
+    bold[:, 0] = 12.0  # softmax max ~1.0, always wrong
+    logits = torch.cat([shy, bold]).double()
+    target = torch.cat([torch.zeros(50, dtype=torch.long), torch.ones(50, dtype=torch.long)])
+    conf_shy, conf_bold = shy.double().softmax(1)[0, 0].item(), bold.double().softmax(1)[0, 0].item()
+    expected = 0.5 * (1 - conf_shy) + 0.5 * conf_bold
+    assert expected_calibration_error(logits, target) == pytest.approx(expected, abs=1e-12)
+    assert expected_calibration_error(logits, target) == pytest.approx(_ece_by_formula(logits, target, 15), abs=1e-12)
