@@ -211,7 +211,8 @@ def main(argv=None) -> int:
         return 0
     wall = time.time() - t0
     meta = {"command": command.strip(), "machine": machine(), "wall_time": f"{wall / 60:.1f} min",
-            "low_precision": low_precision(), "commit": commit, "excluded": dict(pipe.failed)}
+            "low_precision": low_precision(), "commit": commit, "excluded": dict(pipe.failed),
+            "cores": os.cpu_count() or 1}
     report = write_report(run_dir, preset, results, meta, {s.name: pipe.stage_dir(s.name) for s in stages})
     print(report.read_text())
     print(f"report: {report}")

@@ -214,15 +214,23 @@ def stage_seconds(run_dir: Path, names, stage_dirs: dict[str, Path] | None = Non
     """
     total = 0.0
     for name in names:
-        if stage_dirs is not None:
-            markers = [stage_dirs[name] / "stage.json"]
-        else:
-            markers = sorted(Path(run_dir, "stages").glob(f"{name}-*/stage.json"), key=lambda p: p.stat().st_mtime)
         try:
-            total += float(json.loads(markers[-1].read_text())[key])
-        except (IndexError, OSError, ValueError, KeyError, TypeError):
+            total += float(stage_record(run_dir, name, stage_dirs)[key])
+        except (KeyError, TypeError, ValueError):
             return None
     return total
+
+
+def stage_record(run_dir: Path, name: str, stage_dirs: dict[str, Path] | None = None) -> dict:
+    """The newest ``stage.json`` of a finished stage (its folder from ``stage_dirs`` when given), or {}."""
+    if stage_dirs is not None:
+        markers = [stage_dirs[name] / "stage.json"]
+    else:
+        markers = sorted(Path(run_dir, "stages").glob(f"{name}-*/stage.json"), key=lambda p: p.stat().st_mtime)
+    try:
+        return json.loads(markers[-1].read_text())
+    except (IndexError, OSError, ValueError):
+        return {}
 
 
 def write_report(run_dir: Path, preset, results: dict[str, dict], meta: dict,
@@ -283,7 +291,7 @@ def write_report(run_dir: Path, preset, results: dict[str, dict], meta: dict,
           budgets.reading(tables["budget_ladder"], tables["budget_efficient"], preset,
                           {"tables": tables, "metrics": TRANSFER_METRICS}),
           _excluded_section(meta.get("excluded") or {}),
-          _block_times_section(run_dir, results, stage_dirs, meta),
+          _block_times_section(run_dir, results, stage_dirs, meta.get("cores") or 2),
           "## Figures", ""]
     md += [f"![{name}]({name})" for name in figures]
     (run_dir / "report.md.tmp").write_text("\n".join(md) + "\n")
@@ -317,21 +325,36 @@ def block_of(name: str) -> str:
     return next(title for title, match in _BLOCKS if match(name))
 
 
-def _block_times_section(run_dir: Path, results: dict, stage_dirs, meta: dict) -> str:
-    """Stage seconds per block (over every invocation; detectors and segmenters ran two at a time on one core
-    each, so their block's stage time is about twice its share of the wall time)."""
-    rows = []
+def _block_times_section(run_dir: Path, results: dict, stage_dirs, cores: int = 2) -> str:
+    """Per block: its stages' summed wall seconds (over every invocation), and the machine time it needs, their
+    CPU seconds over the machine's ``cores``. The second does not grow with pauses or other work on the machine,
+    and counts the one-core detector stages that ran two at a time by their share of the cores; its total is the
+    wall time of the study on ``cores`` cores kept busy. A stage resumed after an interruption counts from its
+    resume; the table says how many were."""
+    rows, total_spent, total_cpu, total_resumed = [], 0.0, 0.0, 0
     for title, _ in _BLOCKS:
         names = [n for n in sorted(results) if block_of(n) == title]
         if not names:
             continue
         spent = stage_seconds(run_dir, names, stage_dirs)
-        rows.append(f"| {title} | {len(names)} | {'n/a' if spent is None else f'{spent / 60:.1f}'} |")
+        cpu = stage_seconds(run_dir, names, stage_dirs, key="cpu_seconds")
+        resumed = sum(1 for n in names if stage_record(run_dir, n, stage_dirs).get("resumed"))
+        total_spent += spent or 0.0
+        total_cpu += cpu or 0.0
+        total_resumed += resumed
+        rows.append(f"| {title} | {len(names)} | {'n/a' if spent is None else f'{spent / 60:.1f}'} | "
+                    f"{'n/a' if cpu is None else f'{cpu / cores / 60:.1f}'} | {resumed} |")
     if not rows:
         return ""
-    return "\n".join(["### Time of each block", "", "Stage time (minutes, summed over the block's stages and every "
-                      "invocation; the one-core detector and segmenter stages ran two at a time).", "",
-                      "| block | stages | stage time (min) |", "|---|---|---|", *rows]) + "\n"
+    rows.append(f"| all | {len(results)} | {total_spent / 60:.1f} | {total_cpu / cores / 60:.1f} "
+                f"({total_cpu / cores / 3600:.2f} h) | {total_resumed} |")
+    return "\n".join(["### Time of each block", "",
+                      "Stage time: the block's stages' wall minutes, summed over every invocation (the one-core "
+                      "detector and segmenter stages ran two at a time). Machine time: their CPU minutes over the "
+                      f"{cores} cores, which pauses do not add to; the total is the study's wall time on a machine "
+                      f"kept busy. Resumed: stages interrupted and resumed, counted from their resume.", "",
+                      "| block | stages | stage time (min) | machine time (min) | resumed |", "|---|---|---|---|---|",
+                      *rows]) + "\n"
 
 
 _DET_ABLATION_METRICS = {"mmdet": ("MMDetection", {"mAP": "coco/bbox_mAP", "mAP50": "coco/bbox_mAP_50"}),

@@ -190,3 +190,25 @@ def test_stacked_deltas_are_against_the_row_each_adds_one_trick_to(tmp_path):
     assert "| + mixup | 72.60 ± 0.10 | -0.50 ± 0.00 (3/3) | + label smoothing | 79.15 | +0.84 |" in md
     assert "| + distillation | 75.10 ± 0.10 | +2.00 ± 0.00 (3/3) | + label smoothing | 78.67 | +0.36 |" in md
     assert ("| + distillation + mixup | 74.10 ± 0.10 | +1.50 ± 0.00 (3/3) | + mixup | 79.29 | +0.14 |" in md)
+
+
+def test_block_times_give_stage_and_machine_time_per_block(tmp_path):
+    """Per block: summed stage wall minutes, CPU minutes over the machine's cores (what pauses do not inflate, and
+    two one-core detectors side by side count once), and how many stages resumed; a total row sums them."""
+    p = get_preset("quick")
+    records = {"cls-tweak-A-s0": (120.0, 240.0, False), "cls-tweak-B-s0": (60.0, 120.0, True),  # 2 threads each
+               "det-d2-B-standard-e2-s0": (300.0, 294.0, False), "det-d2-B-standard-e2-s1": (300.0, 306.0, False)}
+    results = {}
+    for name, (seconds, cpu, resumed) in records.items():
+        (tmp_path / "stages" / f"{name}-k").mkdir(parents=True)
+        (tmp_path / "stages" / f"{name}-k" / "stage.json").write_text(
+            json.dumps({"seconds": seconds, "cpu_seconds": cpu, "resumed": resumed}))
+        results[name] = {"val_top1": 50.0} if name.startswith("cls") else {"bbox/AP": 1.0}
+    write_report(tmp_path, p, results, {"command": "c", "machine": "m", "wall_time": "1 min", "cores": 2})
+    md = (tmp_path / "report.md").read_text()
+    assert "| classification: base tables and teacher | 2 | 3.0 | 3.0 | 1 |" in md
+    assert "| transfer: Detectron2 | 2 | 10.0 | 5.0 | 0 |" in md  # two one-core stages side by side: 5 min
+    assert "| all | 4 | 13.0 | 8.0 (0.13 h) | 1 |" in md
+    assert "transfer: MMDetection" not in md.split("### Time of each block")[1]  # no stage, no row
+    write_report(tmp_path, p, results, {"command": "c", "machine": "m", "wall_time": "1 min", "cores": 4})
+    assert "| transfer: Detectron2 | 2 | 10.0 | 2.5 | 0 |" in (tmp_path / "report.md").read_text()
