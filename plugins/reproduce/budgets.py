@@ -108,6 +108,8 @@ def _delta_cell(diffs: list[float]) -> str:
 
 def verdict(diffs: list[float]) -> str:
     """"pays" when every seed gains, "hurts" when every seed loses (at least 2 seeds), else "no clear sign"."""
+    if not diffs:
+        return "n/a"
     if len(diffs) < 2:
         return "one seed"
     if all(d > 0 for d in diffs):

@@ -98,3 +98,4 @@ def test_time_to_target_is_none_when_no_budget_reaches_it():
 def test_verdict_needs_every_seed():
     assert verdict([0.1, 0.2]) == "pays" and verdict([-0.1, -0.3, -0.2]) == "hurts"
     assert verdict([0.5, -0.1]) == "no clear sign" and verdict([1.0]) == "one seed"
+    assert verdict([]) == "n/a"  # a budget whose runs are missing is not "one seed"
