@@ -295,6 +295,7 @@ def figures(run_dir, ladder: dict, eff: dict, preset) -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     names = []
     budgets = [e for e, _ in preset.ladder]
@@ -339,6 +340,8 @@ def figures(run_dir, ladder: dict, eff: dict, preset) -> list[str]:
                 for (e, _, _, _), x, y in zip(points, xs, ys, strict=True):
                     ax.annotate(f"{e} ep", (x, y), fontsize=7, xytext=(3, -10), textcoords="offset points")
             ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else ""))
             ax.set_xlabel(label)
             ax.set_ylabel("val top-1 (%)")
             if ax.get_legend_handles_labels()[0]:
