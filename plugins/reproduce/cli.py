@@ -134,7 +134,7 @@ def parse_args(argv=None):
     p.add_argument("--list", action="store_true", help="print the stages and exit")
     p.add_argument("--only", default=None, metavar="GLOB",
                    help="run only the stages whose name matches GLOB (and what they depend on), e.g. 'lr-trace-*'; "
-                        "the report is written only for a full run")
+                        "their tables go to <run folder>/partial/report.md (the full run's report.md is left as it is)")
     p.add_argument("--report-only", action="store_true",
                    help="run nothing: rewrite report.md and the figures from the run folder's results.json, "
                         "keeping the command and wall time of the run that made it")
@@ -206,14 +206,19 @@ def main(argv=None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 1
-    if args.only:
-        print(f"ran {len(stages)} stages matching {args.only!r}; results under {run_dir / 'stages'}")
-        return 0
     wall = time.time() - t0
     meta = {"command": command.strip(), "machine": machine(), "wall_time": f"{wall / 60:.1f} min",
             "low_precision": low_precision(), "commit": commit, "excluded": dict(pipe.failed),
             "cores": os.cpu_count() or 1}
-    report = write_report(run_dir, preset, results, meta, {s.name: pipe.stage_dir(s.name) for s in stages})
+    stage_dirs = {s.name: pipe.stage_dir(s.name) for s in stages}
+    if args.only:  # the tables these stages fill, beside the full run's report (which they do not replace)
+        partial = run_dir / "partial"
+        partial.mkdir(exist_ok=True)
+        report = write_report(partial, preset, results, {**meta, "only": args.only}, stage_dirs)
+        print(f"ran {len(stages)} stages matching {args.only!r}; results under {run_dir / 'stages'}, their tables "
+              f"in {report}")
+        return 0
+    report = write_report(run_dir, preset, results, meta, stage_dirs)
     print(report.read_text())
     print(f"report: {report}")
     if pipe.failed:

@@ -260,6 +260,8 @@ def write_report(run_dir: Path, preset, results: dict[str, dict], meta: dict,
           + (f"; stage time, all invocations: {meta['stage_time']}" if meta.get("stage_time") else "")
           + (f" (CPU time of the stages' processes: {meta['stage_cpu_time']}, which pauses and other work on "
              "the machine do not add to)" if meta.get("stage_cpu_time") else "") + "  ",
+          *([f"Partial: only the stages matching `{meta['only']}` and those they need ({len(results)} stages); "
+             "the tables of the others read n/a.  "] if meta.get("only") else []),
           f"Figures are {spread}. Classification: {_DATASET_NAMES.get(preset.dataset, preset.dataset)}, "
           f"{preset.img_size} px, val top-1 (%) of `{preset.model}*` "
           f"({preset.epochs} epochs, {preset.train_subset or 60000} train / {preset.val_subset or 10000} val images). "

@@ -212,3 +212,24 @@ def test_block_times_give_stage_and_machine_time_per_block(tmp_path):
     assert "transfer: MMDetection" not in md.split("### Time of each block")[1]  # no stage, no row
     write_report(tmp_path, p, results, {"command": "c", "machine": "m", "wall_time": "1 min", "cores": 4})
     assert "| transfer: Detectron2 | 2 | 10.0 | 2.5 | 0 |" in (tmp_path / "report.md").read_text()
+
+
+def test_only_writes_the_tables_of_its_stages_beside_the_full_report(tmp_path, monkeypatch, capsys):
+    """--only GLOB runs those stages and writes their tables to <run>/partial/report.md, saying it is partial; the
+    full run's report.md stays as it was."""
+    from plugins.reproduce import cli
+    from plugins.reproduce.pipeline import Stage
+
+    top1 = {v: 80.0 + i for i, v in enumerate(TWEAK_ROWS)}
+    stages = [Stage(f"cls-tweak-{v}-s0", ["-c", "0"], parse=lambda out, v=v: {"val_top1": top1[v]})
+              for v in TWEAK_ROWS]
+    stages.append(Stage("cls-B-standard-s0", ["-c", "raise SystemExit('must not run')"]))
+    monkeypatch.setattr(cli, "build_stages", lambda preset, run_dir: stages)
+    monkeypatch.setattr(cli, "lr_trace_stages", lambda *a: [])
+    (tmp_path / "report.md").write_text("the full run's report")
+    assert cli.main(["--preset", "quick", "--out", str(tmp_path), "--only", "cls-tweak-*"]) == 0
+    md = (tmp_path / "partial" / "report.md").read_text()
+    assert "Partial: only the stages matching `cls-tweak-*` and those they need (4 stages)" in md
+    assert "| D | 83.00 | +1.00 | C |" in md
+    assert (tmp_path / "report.md").read_text() == "the full run's report"
+    assert "partial/report.md" in capsys.readouterr().out
