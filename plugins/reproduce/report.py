@@ -404,8 +404,10 @@ def _figures(run_dir: Path, tables: dict, results: dict, seeds) -> list[str]:
                                  "stacked": ("Stacked refinements: top-1", "top1"),
                                  "detection_mmdet": ("Faster R-CNN (MMDetection): box mAP", "mAP"),
                                  "detection_d2": ("Faster R-CNN (Detectron2): box AP", "mAP"),
-                                 "segmentation_mmseg": ("FCN (MMSegmentation): mIoU", "mIoU")}.items():
-        rows = {r: v[metric] for r, v in tables[key].items() if v[metric]}
+                                 "segmentation_mmseg": ("FCN (MMSegmentation): mIoU", "mIoU"),
+                                 "detection_ablation_mmdet": ("Detection tricks, MMDetection: box mAP", "mAP"),
+                                 "detection_ablation_d2": ("Detection tricks, Detectron2: box AP", "mAP")}.items():
+        rows = {r: v[metric] for r, v in tables.get(key, {}).items() if v[metric]}
         if not rows:
             continue
         fig, ax = plt.subplots(figsize=(7, 3.2))

@@ -70,6 +70,9 @@ def test_report_has_the_ablation_tables_with_the_papers_column(tmp_path):
     assert "### Detection tricks (Bag of Freebies): Faster R-CNN, Detectron2" in md
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["tables"]["detection_ablation_d2"]["+ mixup"]["mAP"] == [21.0, 21.0, 21.0]
+    for framework in ("mmdet", "d2"):  # and a bar chart each, linked from the report
+        assert (tmp_path / f"bars_detection_ablation_{framework}.png").stat().st_size > 1000
+        assert f"(bars_detection_ablation_{framework}.png)" in md
 
 
 def test_report_without_the_ablation_has_no_ablation_table(tmp_path):
