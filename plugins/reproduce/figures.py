@@ -34,8 +34,8 @@ def bar_charts(run_dir: Path, tables: dict, results: dict, seeds) -> list[str]:
         ax.set_xticks(range(len(rows)), list(rows), rotation=20, ha="right", fontsize=8)
         lo = min(means) - 2 * max(max(sds), 0.5)
         ax.set_ylim(max(0.0, lo), max(means) + 2 * max(max(sds), 0.5))
-        for i, m in enumerate(means):
-            ax.text(i, m, f"{m:.2f}", ha="center", va="bottom", fontsize=7)
+        for i, (m, sd) in enumerate(zip(means, sds, strict=True)):  # above the error bar, not on it
+            ax.text(i, m + (sd if len(seeds) > 1 else 0.0), f"{m:.2f}", ha="center", va="bottom", fontsize=7)
         ax.set_title(title)
         fig.tight_layout()
         name = f"bars_{key}.png"
