@@ -204,21 +204,20 @@ def _transfer_vs_top1_section(data: dict, seed: int) -> str:
     return "\n".join(lines)
 
 
-def stage_seconds(run_dir: Path, names, stage_dirs: dict[str, Path] | None = None,
-                  key: str = "seconds") -> float | None:
-    """Sum of the recorded run times (``key``: "seconds", wall, or "cpu_seconds") of the named stages, over every
-    invocation that ran one of them.
+def stage_records(run_dir: Path, names, stage_dirs: dict[str, Path] | None = None) -> dict[str, dict]:
+    """Each named stage's run time as its ``stage.json`` records it: ``seconds`` (wall), ``cpu_seconds`` and
+    ``resumed`` (a resumed stage counts from its resume); {} for a stage without a record."""
+    keys = ("seconds", "cpu_seconds", "resumed")
+    return {name: {k: v for k, v in stage_record(run_dir, name, stage_dirs).items() if k in keys} for name in names}
 
-    ``stage_dirs`` maps names to their folders (the pipeline knows them); without it each name's newest finished
-    ``stages/<name>-<hash>/`` is used. A resumed stage counts from its resume. None if a stage has no record.
-    """
-    total = 0.0
-    for name in names:
-        try:
-            total += float(stage_record(run_dir, name, stage_dirs)[key])
-        except (KeyError, TypeError, ValueError):
-            return None
-    return total
+
+def stage_seconds(records: dict[str, dict], names, key: str = "seconds") -> float | None:
+    """Sum of the recorded run times (``key``: "seconds", wall, or "cpu_seconds") of the named stages, over every
+    invocation that ran one of them; None if a stage has no record."""
+    try:
+        return sum(float(records[name][key]) for name in names)
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def stage_record(run_dir: Path, name: str, stage_dirs: dict[str, Path] | None = None) -> dict:
@@ -236,9 +235,11 @@ def stage_record(run_dir: Path, name: str, stage_dirs: dict[str, Path] | None = 
 def write_report(run_dir: Path, preset, results: dict[str, dict], meta: dict,
                  stage_dirs: dict[str, Path] | None = None) -> Path:
     seeds = list(preset.seeds)
+    if "stage_records" not in meta:  # kept in results.json, so that --report-only has them without the stages
+        meta = {**meta, "stage_records": stage_records(run_dir, sorted(results), stage_dirs)}
     if "stage_time" not in meta:
-        spent = stage_seconds(run_dir, sorted(results), stage_dirs)
-        cpu = stage_seconds(run_dir, sorted(results), stage_dirs, key="cpu_seconds")
+        spent = stage_seconds(meta["stage_records"], sorted(results))
+        cpu = stage_seconds(meta["stage_records"], sorted(results), key="cpu_seconds")
         meta = {**meta, "stage_time": None if spent is None else f"{spent / 60:.1f} min",
                 "stage_cpu_time": None if cpu is None else f"{cpu / 3600:.2f} h"}
     tables = collect(results, preset)
@@ -295,7 +296,7 @@ def write_report(run_dir: Path, preset, results: dict[str, dict], meta: dict,
           budgets.reading(tables["budget_ladder"], tables["budget_efficient"], preset,
                           {"tables": tables, "metrics": TRANSFER_METRICS}),
           _excluded_section(meta.get("excluded") or {}),
-          _block_times_section(run_dir, results, stage_dirs, meta.get("cores") or 2),
+          _block_times_section(meta["stage_records"], results, meta.get("cores") or 2),
           "## Figures", ""]
     md += [f"![{name}]({name})" for name in figures]
     (run_dir / "report.md.tmp").write_text("\n".join(md) + "\n")
@@ -329,29 +330,29 @@ def block_of(name: str) -> str:
     return next(title for title, match in _BLOCKS if match(name))
 
 
-def _block_times_section(run_dir: Path, results: dict, stage_dirs, cores: int = 2) -> str:
+def _block_times_section(records: dict[str, dict], results: dict, cores: int = 2) -> str:
     """Per block: its stages' summed wall seconds (over every invocation), and the machine time it needs, their
     CPU seconds over the machine's ``cores``. The second does not grow with pauses or other work on the machine,
     and counts the one-core detector stages that ran two at a time by their share of the cores; its total is the
     wall time of the study on ``cores`` cores kept busy. A stage resumed after an interruption counts from its
-    resume; the table says how many were."""
-    rows, total_spent, total_cpu, total_resumed = [], 0.0, 0.0, 0
+    resume; the table says how many were. A time without a record for every stage reads n/a."""
+    def minutes(seconds: float | None, per: int = 1) -> str:
+        return "n/a" if seconds is None else f"{seconds / per / 60:.1f}"
+
+    rows = []
     for title, _ in _BLOCKS:
         names = [n for n in sorted(results) if block_of(n) == title]
-        if not names:
-            continue
-        spent = stage_seconds(run_dir, names, stage_dirs)
-        cpu = stage_seconds(run_dir, names, stage_dirs, key="cpu_seconds")
-        resumed = sum(1 for n in names if stage_record(run_dir, n, stage_dirs).get("resumed"))
-        total_spent += spent or 0.0
-        total_cpu += cpu or 0.0
-        total_resumed += resumed
-        rows.append(f"| {title} | {len(names)} | {'n/a' if spent is None else f'{spent / 60:.1f}'} | "
-                    f"{'n/a' if cpu is None else f'{cpu / cores / 60:.1f}'} | {resumed} |")
+        if names:
+            resumed = sum(1 for n in names if records.get(n, {}).get("resumed"))
+            rows.append(f"| {title} | {len(names)} | {minutes(stage_seconds(records, names))} | "
+                        f"{minutes(stage_seconds(records, names, 'cpu_seconds'), cores)} | {resumed} |")
     if not rows:
         return ""
-    rows.append(f"| all | {len(results)} | {total_spent / 60:.1f} | {total_cpu / cores / 60:.1f} "
-                f"({total_cpu / cores / 3600:.2f} h) | {total_resumed} |")
+    names = sorted(results)
+    cpu = stage_seconds(records, names, "cpu_seconds")
+    resumed = sum(1 for n in names if records.get(n, {}).get("resumed"))
+    rows.append(f"| all | {len(names)} | {minutes(stage_seconds(records, names))} | {minutes(cpu, cores)}"
+                + ("" if cpu is None else f" ({cpu / cores / 3600:.2f} h)") + f" | {resumed} |")
     return "\n".join(["### Time of each block", "",
                       "Stage time: the block's stages' wall minutes, summed over every invocation (the one-core "
                       "detector and segmenter stages ran two at a time). Machine time: their CPU minutes over the "

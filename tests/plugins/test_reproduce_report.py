@@ -212,6 +212,23 @@ def test_block_times_give_stage_and_machine_time_per_block(tmp_path):
     assert "transfer: MMDetection" not in md.split("### Time of each block")[1]  # no stage, no row
     write_report(tmp_path, p, results, {"command": "c", "machine": "m", "wall_time": "1 min", "cores": 4})
     assert "| transfer: Detectron2 | 2 | 10.0 | 2.5 | 0 |" in (tmp_path / "report.md").read_text()
+    # the records travel in results.json: --report-only gives the same table where the stage folders are gone
+    import shutil
+
+    from plugins.reproduce.cli import main
+
+    shutil.rmtree(tmp_path / "stages")
+    assert main(["--preset", "quick", "--out", str(tmp_path), "--report-only"]) == 0
+    assert "| all | 4 | 13.0 | 4.0 (0.07 h) | 1 |" in (tmp_path / "report.md").read_text()
+
+
+def test_block_times_without_records_read_na(tmp_path):
+    """A run whose stages left no record (a results.json of an older version, its folders elsewhere) says n/a, not
+    a total of zero."""
+    results = {"cls-tweak-A-s0": {"val_top1": 50.0}, "det-d2-B-standard-e2-s0": {"bbox/AP": 1.0}}
+    write_report(tmp_path, get_preset("quick"), results, {"command": "c", "machine": "m", "wall_time": "1 min"})
+    md = (tmp_path / "report.md").read_text()
+    assert "| transfer: Detectron2 | 1 | n/a | n/a | 0 |" in md and "| all | 2 | n/a | n/a | 0 |" in md
 
 
 def test_only_writes_the_tables_of_its_stages_beside_the_full_report(tmp_path, monkeypatch, capsys):
