@@ -160,8 +160,12 @@ class Pipeline:
         run goes on without it and the stages that depend on it, and ``self.failed`` says why each was left
         out (the last line of its log, or the failed stage it needed)."""
         cores = cores or os.cpu_count() or 1
-        total_cost = sum(s.cost for s in self.stages) or 1.0
-        progress = {"done_cost": 0.0, "spent": 0.0, "total": total_cost}
+        # the estimate: CPU seconds per unit of cost over the finished stages (what pauses and other work on the
+        # machine do not inflate), times the cost left, each stage's over the cores it keeps busy with its
+        # neighbours (a 2-thread stage alone, or two 1-thread stages side by side, keep 2 busy)
+        width = {s.name: min(cores, max(1, jobs) * (s.threads or cores)) for s in self.stages}
+        progress = {"done_cost": 0.0, "spent": 0.0, "width": width,
+                    "left": sum(s.cost / width[s.name] for s in self.stages)}
         t0 = time.time()
         pending = list(enumerate(self.stages, 1))
         running: dict[str, tuple] = {}
@@ -174,7 +178,7 @@ class Pipeline:
                 if (out / "stage.json").exists():
                     self.results[stage.name] = json.loads((out / "stage.json").read_text())["metrics"]
                     self.echo(f"[stage {i}/{len(self.stages)}] {stage.name}: cached ({out.name})")
-                    progress["total"] -= stage.cost
+                    progress["left"] -= stage.cost / width[stage.name]
                     pending.remove(item)
                     continue
                 if failure is not None:
@@ -220,7 +224,7 @@ class Pipeline:
     def _start(self, i: int, stage: Stage, t0: float, progress: dict):
         out = self._dirs[stage.name]
         rate = progress["spent"] / progress["done_cost"] if progress["done_cost"] and progress["spent"] > 1 else None
-        remaining = "?" if rate is None else _fmt(rate * (progress["total"] - progress["done_cost"]))
+        remaining = "?" if rate is None else _fmt(rate * max(0.0, progress["left"]))
         self.echo(f"[stage {i}/{len(self.stages)}] {stage.name}: running | elapsed {_fmt(time.time() - t0)} | "
                   f"est. remaining {remaining}")
         out.mkdir(parents=True, exist_ok=True)
@@ -266,10 +270,9 @@ class Pipeline:
                   "threads": stage.threads or None, "metrics": metrics}
         _atomic_write_json(out / "stage.json", record)
         self.results[stage.name] = metrics
-        if resumed:  # only part of its work ran: it would skew the seconds-per-cost rate
-            progress["total"] -= stage.cost
-        else:
-            progress["spent"] += dt
+        progress["left"] -= stage.cost / progress["width"][stage.name]
+        if not resumed:  # a resumed stage ran only its rest: it would skew the seconds-per-cost rate
+            progress["spent"] += proc.cpu
             progress["done_cost"] += stage.cost
         shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, int | float))
         self.echo(f"    {stage.name} done in {_fmt(dt)}" + (f": {shown}" if shown else ""))

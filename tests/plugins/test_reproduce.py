@@ -187,20 +187,25 @@ def test_stage_costs_weigh_like_the_work(preset, tmp_path):
     assert min(cost.values()) >= 5.0, "every stage costs at least seconds of process start-up"
 
 
-def test_remaining_time_ignores_a_resumed_stage(tmp_path):
-    """A resumed stage ran only its rest: it must not make the seconds-per-cost rate look small."""
+def test_remaining_time_ignores_a_resumed_stage_and_idle_time(tmp_path):
+    """A resumed stage ran only its rest: it must not make the seconds-per-cost rate look small. A stage's idle
+    time (a paused study, other work on the machine) must not make it look large: the rate is CPU seconds."""
     script = ("import pathlib,sys; out=pathlib.Path(sys.argv[1]); "
               "(out/'partial').write_text('x') if len(sys.argv) == 2 else None; "
               "sys.exit(1 if len(sys.argv) == 2 else 0)")
-    resumable = Stage("r", ["-c", script, "{out}"], cost=1000.0, resume_argv=["--resume"], resume_marker="partial")
-    stages = [resumable, Stage("a", ["-c", "import time; time.sleep(1.1)"], cost=1.0), Stage("b", ["-c", "0"], cost=100.0)]
+    resumable = Stage("r", ["-c", script, "{out}"], cost=1000.0, resume_argv=["--resume"], resume_marker="partial",
+                      threads=1)
+    busy_then_idle = "import time; t = time.process_time()\nwhile time.process_time() - t < 1.1: pass\ntime.sleep(2)"
+    stages = [resumable, Stage("a", ["-c", busy_then_idle], cost=1.0, threads=1),
+              Stage("b", ["-c", "0"], cost=100.0, threads=1)]
     with pytest.raises(RuntimeError):
         Pipeline(tmp_path, stages, echo=lambda *_: None).run()
     lines = []
     Pipeline(tmp_path, stages, echo=lines.append).run()
     remaining = [line.rsplit("est. remaining ", 1)[1] for line in lines if "est. remaining" in line]
-    # "a" took ~1.1 s for 1 cost unit, so "b" (100 units) is about two minutes away; counting the resumed
-    # stage's short rest as 1000 units of work would have made it read 0:00:00
+    # "a" took ~1.1 CPU seconds for 1 cost unit, so "b" (100 units, one core) is about two minutes away; counting
+    # the resumed stage's short rest as 1000 units of work would have made it read 0:00:00, counting the idle
+    # seconds of "a" about five minutes
     assert remaining[2][:5] in ("0:01:", "0:02:"), lines
 
 
