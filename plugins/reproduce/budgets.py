@@ -39,7 +39,7 @@ def run_figures(stage: dict) -> dict | None:
     cpu = [v for v in per_epoch.get("epoch_cpu_time") or [] if v is not None]
     return {"top1": top1, "gap": None if clean is None else clean - top1, "ece": _last(per_epoch, "eval_ece"),
             "clean_top1": clean, "wall_s": sum(wall) if wall else None, "cpu_s": sum(cpu) if cpu else None,
-            "curve": stage.get("curve")}
+            "epoch_wall_s": statistics.median(wall) if wall else None, "curve": stage.get("curve")}
 
 
 def collect_ladder(results: dict, preset) -> dict:
@@ -207,15 +207,16 @@ def efficient_section(eff: dict, preset, amp: bool) -> str:
              "linearly, warmup, zero γ, no bias decay. Each point is a run with its schedule fitted to its budget. "
              "Training time: the training epochs' CPU time of the run's process divided by its threads "
              f"({preset.threads}), so that other work on the machine does not inflate it; validation excluded.", "",
-             "| setting | epochs | updates | training time (s) | images/s (wall) | top-1 | ECE |", "|---|---|---|---|---|---|---|"]
+             "| setting | epochs | updates | training time (s) | images/s (median epoch, wall) | top-1 | ECE |", "|---|---|---|---|---|---|---|"]
     for setting in ("baseline", "efficient"):
         for epochs in budgets:
             runs = list(eff[setting].get(epochs, {}).values())
             if not runs:
                 continue
             cpu = [r["cpu_s"] / preset.threads for r in runs if r.get("cpu_s")]
-            speed = [epochs * updates_per_epoch(preset, setting) * (b if setting == "baseline" else 4 * b) / r["wall_s"]
-                     for r in runs if r.get("wall_s")]
+            # over the median epoch: a paused epoch (or one shared with other work) does not move it
+            speed = [updates_per_epoch(preset, setting) * (b if setting == "baseline" else 4 * b) / r["epoch_wall_s"]
+                     for r in runs if r.get("epoch_wall_s")]
             lines.append(f"| {setting} | {epochs} | {runs[0]['updates']} | {_cell(cpu, 0)} | {_cell(speed, 0)} | "
                          f"{_cell([r['top1'] for r in runs])} | {_cell([r['ece'] for r in runs if r['ece'] is not None])} |")
     comp = efficient_comparisons(eff, preset)

@@ -99,3 +99,13 @@ def test_verdict_needs_every_seed():
     assert verdict([0.1, 0.2]) == "pays" and verdict([-0.1, -0.3, -0.2]) == "hurts"
     assert verdict([0.5, -0.1]) == "no clear sign" and verdict([1.0]) == "one seed"
     assert verdict([]) == "n/a"  # a budget whose runs are missing is not "one seed"
+
+
+def test_a_paused_epoch_moves_neither_training_time_nor_speed(tmp_path):
+    """Training time is CPU time and images/s is over the median epoch: an epoch that waited 1,000 s (a paused
+    study) leaves both as they were."""
+    p = get_preset("full")
+    results = fabricated(p)
+    results[budget_stage_name(p, EFFICIENT_PAIR["baseline"], 0, 8)]["per_epoch"]["epoch_time"][3] = 1000.0
+    write_report(tmp_path, p, results, {"command": "c", "machine": "m", "wall_time": "1 min", "low_precision": True})
+    assert "| baseline | 8 | 2496 | 200 ± 0 | 399 ± 0 | 70.20 ± 0.20 | 2.00 ± 0.00 |" in (tmp_path / "report.md").read_text()
