@@ -94,15 +94,21 @@ def transfer_scatter(run_dir: Path, data: dict, tables: dict, seed: int) -> list
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(TRANSFER_METRICS), figsize=(11, 3.4))
+    # one colour and marker per backbone in every panel, named once in the figure's legend: close points
+    # (backbones of near top-1) would cover each other's text labels
+    colours = plt.get_cmap("tab10").colors
+    style = {r: (colours[i % len(colours)], "osD^vP*X"[i % 8]) for i, r in enumerate(rows)}
+    handles = {}
+    fig, axes = plt.subplots(1, len(TRANSFER_METRICS), figsize=(11, 3.9))
     for ax, (table, metric, title) in zip(axes, TRANSFER_METRICS, strict=True):
         for r, v in rows.items():
             values = tables[table].get(r, {}).get(metric)
             if not values:
                 continue
             mean, sd = _stats(values)
-            ax.errorbar(v["top1"], mean, yerr=sd if len(values) > 1 else None, fmt="o", capsize=3)
-            ax.annotate(r, (v["top1"], mean), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            colour, marker = style[r]
+            handles[r] = ax.errorbar(v["top1"], mean, yerr=sd if len(values) > 1 else None, fmt=marker,
+                                     color=colour, capsize=3)
         control = tables[table].get(RANDOM_ROW, {}).get(metric)
         if control:
             ax.axhline(_stats(control)[0], color="grey", ls="--", lw=1, label=f"{RANDOM_ROW} (no transfer)")
@@ -112,7 +118,10 @@ def transfer_scatter(run_dir: Path, data: dict, tables: dict, seed: int) -> list
         ax.set_xlabel(f"backbone val top-1 (%, seed {seed})", fontsize=8)
     axes[0].set_ylabel("transfer metric (%)", fontsize=8)
     fig.suptitle("Does the better classifier transfer better?", fontsize=10)
-    fig.tight_layout()
+    ordered = [r for r in rows if r in handles]
+    fig.legend([handles[r] for r in ordered], ordered, loc="lower center", ncol=min(len(ordered), 6), fontsize=7,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(run_dir / "transfer_vs_top1.png", dpi=120)
     plt.close(fig)
     return ["transfer_vs_top1.png"]
